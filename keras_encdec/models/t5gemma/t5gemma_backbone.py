@@ -1,0 +1,429 @@
+"""The T5Gemma encoder-decoder backbone."""
+
+import keras
+from keras import ops
+from keras_hub.models import Backbone
+
+from keras_encdec.api import register
+from keras_encdec.models.t5gemma.t5gemma_decoder_layer import T5GemmaDecoderLayer
+from keras_encdec.models.t5gemma.t5gemma_encoder_layer import LAYER_TYPES
+from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
+from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
+from keras_encdec.models.t5gemma.t5gemma_layers import kernel_initializer
+
+# Per-stack (encoder / decoder) settings, in `__init__` order.
+STACK_ARGS = (
+    "hidden_dim",
+    "intermediate_dim",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "layer_types",
+    "sliding_window",
+    "attention_logit_soft_cap",
+    "query_pre_attn_scalar",
+    "rope_max_wavelength",
+)
+
+
+def alternating_layer_types(num_layers):
+    """Gemma 2's pattern: sliding first, then full, alternating."""
+    return [LAYER_TYPES[i % 2] for i in range(num_layers)]
+
+
+def scale_embeddings(embeddings, hidden_dim):
+    """Multiplies embeddings by `sqrt(hidden_dim)`, rounded to their dtype
+    first (as Gemma and transformers do)."""
+    return embeddings * ops.cast(hidden_dim**0.5, embeddings.dtype)
+
+
+@register
+class T5GemmaBackbone(Backbone):
+    """T5Gemma: Gemma 2 blocks arranged as an encoder-decoder.
+
+    The encoder and decoder are configured separately, so unbalanced pairs
+    (an encoder wider than the decoder) work. Cross-attention key/value
+    kernels take the encoder width. Numerics follow the pinned transformers
+    `T5GemmaModel`, including two-sided encoder windows (`|q - k| <= W`) and
+    causal decoder windows (`q - W < k <= q`).
+
+    Inputs are a dict with `encoder_token_ids`, `encoder_padding_mask`,
+    `decoder_token_ids` and `decoder_padding_mask` (int `[batch, len]`).
+    Outputs are a dict with `encoder_sequence_output` and
+    `decoder_sequence_output`.
+
+    Args:
+        vocabulary_size: int. Shared vocabulary size.
+        encoder_hidden_dim, decoder_hidden_dim: int. Model widths.
+        encoder_intermediate_dim, decoder_intermediate_dim: int. MLP widths.
+        encoder_num_layers, decoder_num_layers: int. Block counts.
+        encoder_num_heads, decoder_num_heads: int. Query heads.
+        encoder_num_kv_heads, decoder_num_kv_heads: int. Key/value heads.
+        encoder_head_dim, decoder_head_dim: int. Head widths.
+        encoder_layer_types, decoder_layer_types: list of str or None. Per
+            block `"sliding_attention"` or `"full_attention"`. Defaults to
+            Gemma 2's alternation, sliding first.
+        encoder_sliding_window, decoder_sliding_window: int or None. Window
+            of sliding blocks. Defaults to `4096`.
+        encoder_attention_logit_soft_cap, decoder_attention_logit_soft_cap:
+            float or None. Attention soft-caps. Defaults to `50.0`.
+        encoder_query_pre_attn_scalar, decoder_query_pre_attn_scalar: float
+            or None. Attention scales are their `-0.5` power. Defaults to the
+            head width.
+        encoder_rope_max_wavelength, decoder_rope_max_wavelength: float.
+            RoPE bases. Defaults to `10000.0`.
+        final_logit_soft_cap: float or None. Soft-cap of the LM logits
+            (used by `T5GemmaSeq2SeqLM`). Defaults to `30.0`.
+        tie_word_embeddings: bool. Whether the LM head reuses the decoder
+            embedding. Defaults to `True`.
+        rms_norm_eps: float. Norm epsilon. Defaults to `1e-6`.
+        hidden_activation: str. MLP activation. Defaults to
+            `"gelu_approximate"`.
+        dropout_rate: float. Dropout on embeddings, residuals and MLP.
+            Defaults to `0.0`.
+        attention_dropout: float. Dropout on attention probabilities.
+            Defaults to `0.0`.
+        initializer_range: float. Std of the random-normal initializer.
+            Defaults to `0.02`.
+        attention_impl: str or None. Implementation of
+            `keras_encdec.ops.dot_product_attention`. Defaults to `None`
+            (best available).
+        dtype: str or `keras.DTypePolicy`. Weight/compute dtype policy.
+        **kwargs: passed to `keras_hub.models.Backbone`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> backbone = T5GemmaBackbone(
+    ...     vocabulary_size=64,
+    ...     encoder_hidden_dim=32, encoder_intermediate_dim=64,
+    ...     encoder_num_layers=2, encoder_num_heads=4,
+    ...     encoder_num_kv_heads=2, encoder_head_dim=8,
+    ...     decoder_hidden_dim=16, decoder_intermediate_dim=32,
+    ...     decoder_num_layers=2, decoder_num_heads=2,
+    ...     decoder_num_kv_heads=1, decoder_head_dim=8,
+    ...     encoder_sliding_window=4, decoder_sliding_window=4,
+    ... )
+    >>> out = backbone({
+    ...     "encoder_token_ids": np.ones((1, 6), "int32"),
+    ...     "encoder_padding_mask": np.ones((1, 6), "int32"),
+    ...     "decoder_token_ids": np.ones((1, 3), "int32"),
+    ...     "decoder_padding_mask": np.ones((1, 3), "int32"),
+    ... })
+    >>> tuple(out["decoder_sequence_output"].shape)
+    (1, 3, 16)
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        encoder_hidden_dim,
+        encoder_intermediate_dim,
+        encoder_num_layers,
+        encoder_num_heads,
+        encoder_num_kv_heads,
+        encoder_head_dim,
+        decoder_hidden_dim,
+        decoder_intermediate_dim,
+        decoder_num_layers,
+        decoder_num_heads,
+        decoder_num_kv_heads,
+        decoder_head_dim,
+        encoder_layer_types=None,
+        decoder_layer_types=None,
+        encoder_sliding_window=4096,
+        decoder_sliding_window=4096,
+        encoder_attention_logit_soft_cap=50.0,
+        decoder_attention_logit_soft_cap=50.0,
+        encoder_query_pre_attn_scalar=None,
+        decoder_query_pre_attn_scalar=None,
+        encoder_rope_max_wavelength=10000.0,
+        decoder_rope_max_wavelength=10000.0,
+        final_logit_soft_cap=30.0,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_approximate",
+        dropout_rate=0.0,
+        attention_dropout=0.0,
+        initializer_range=0.02,
+        attention_impl=None,
+        dtype=None,
+        **kwargs,
+    ):
+        stacks = {}
+        for side, values in (
+            (
+                "encoder",
+                (
+                    encoder_hidden_dim,
+                    encoder_intermediate_dim,
+                    encoder_num_layers,
+                    encoder_num_heads,
+                    encoder_num_kv_heads,
+                    encoder_head_dim,
+                    encoder_layer_types,
+                    encoder_sliding_window,
+                    encoder_attention_logit_soft_cap,
+                    encoder_query_pre_attn_scalar,
+                    encoder_rope_max_wavelength,
+                ),
+            ),
+            (
+                "decoder",
+                (
+                    decoder_hidden_dim,
+                    decoder_intermediate_dim,
+                    decoder_num_layers,
+                    decoder_num_heads,
+                    decoder_num_kv_heads,
+                    decoder_head_dim,
+                    decoder_layer_types,
+                    decoder_sliding_window,
+                    decoder_attention_logit_soft_cap,
+                    decoder_query_pre_attn_scalar,
+                    decoder_rope_max_wavelength,
+                ),
+            ),
+        ):
+            stacks[side] = _check_stack(side, dict(zip(STACK_ARGS, values)))
+        enc, dec = stacks["encoder"], stacks["decoder"]
+        shared = dict(
+            rms_norm_eps=rms_norm_eps,
+            hidden_activation=hidden_activation,
+            dropout_rate=dropout_rate,
+            attention_dropout=attention_dropout,
+            initializer_range=initializer_range,
+            attention_impl=attention_impl,
+            dtype=dtype,
+        )
+
+        # === Layers ===
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size,
+            enc["hidden_dim"],
+            embeddings_initializer=kernel_initializer(initializer_range),
+            dtype=dtype,
+            name="encoder_token_embedding",
+        )
+        self.decoder_token_embedding = keras.layers.ReversibleEmbedding(
+            vocabulary_size,
+            dec["hidden_dim"],
+            tie_weights=tie_word_embeddings,
+            embeddings_initializer=kernel_initializer(initializer_range),
+            dtype=dtype,
+            name="decoder_token_embedding",
+        )
+        self.encoder_layers = [
+            _make_layer(T5GemmaEncoderLayer, enc, i, shared, "encoder")
+            for i in range(enc["num_layers"])
+        ]
+        self.decoder_layers = [
+            _make_layer(T5GemmaDecoderLayer, dec, i, shared, "decoder")
+            for i in range(dec["num_layers"])
+        ]
+        self.encoder_norm = T5GemmaRMSNormalization(
+            epsilon=rms_norm_eps, dtype=dtype, name="encoder_norm"
+        )
+        self.decoder_norm = T5GemmaRMSNormalization(
+            epsilon=rms_norm_eps, dtype=dtype, name="decoder_norm"
+        )
+        self.embedding_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=dtype, name="embedding_dropout"
+        )
+        self.output_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=dtype, name="output_dropout"
+        )
+
+        # === Functional model ===
+        inputs = {
+            name: keras.Input(shape=(None,), dtype="int32", name=name)
+            for name in (
+                "encoder_token_ids",
+                "encoder_padding_mask",
+                "decoder_token_ids",
+                "decoder_padding_mask",
+            )
+        }
+        encoder_output = self._encode(
+            inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+        )
+        decoder_output, _ = self._decode(
+            inputs["decoder_token_ids"],
+            inputs["decoder_padding_mask"],
+            encoder_output,
+            inputs["encoder_padding_mask"],
+        )
+        super().__init__(
+            inputs=inputs,
+            outputs={
+                "encoder_sequence_output": encoder_output,
+                "decoder_sequence_output": decoder_output,
+            },
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        for side, stack in stacks.items():
+            for name, value in stack.items():
+                setattr(self, f"{side}_{name}", value)
+        self.final_logit_soft_cap = final_logit_soft_cap
+        self.tie_word_embeddings = tie_word_embeddings
+        self.rms_norm_eps = rms_norm_eps
+        self.hidden_activation = hidden_activation
+        self.dropout_rate = dropout_rate
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.attention_impl = attention_impl
+
+    # The encoder and decoder passes are methods so that generation can run
+    # them separately (encoder once, decoder step by step with caches).
+    def _encode(self, token_ids, padding_mask, training=None):
+        x = self.token_embedding(token_ids)
+        x = scale_embeddings(x, self.token_embedding.output_dim)
+        x = self.embedding_dropout(x, training=training)
+        for layer in self.encoder_layers:
+            x = layer(x, padding_mask=padding_mask, training=training)
+        x = self.encoder_norm(x)
+        return self.output_dropout(x, training=training)
+
+    def _decode(
+        self,
+        token_ids,
+        padding_mask,
+        encoder_output,
+        encoder_padding_mask,
+        caches=None,
+        cache_update_index=None,
+        training=None,
+    ):
+        x = self.decoder_token_embedding(token_ids)
+        x = scale_embeddings(x, self.decoder_token_embedding.output_dim)
+        x = self.embedding_dropout(x, training=training)
+        new_caches = []
+        for i, layer in enumerate(self.decoder_layers):
+            self_cache, cross_cache = (None, None) if caches is None else caches[i]
+            x, layer_caches = layer(
+                x,
+                encoder_output if cross_cache is None else None,
+                padding_mask=padding_mask,
+                encoder_padding_mask=encoder_padding_mask,
+                self_attention_cache=self_cache,
+                cross_attention_cache=cross_cache,
+                cache_update_index=cache_update_index,
+                training=training,
+            )
+            new_caches.append(layer_caches)
+        x = self.decoder_norm(x)
+        return self.output_dropout(x, training=training), new_caches
+
+    def encode(self, token_ids, padding_mask):
+        """Runs the encoder alone (inference). Returns `[batch, S, width]`."""
+        return self._encode(token_ids, padding_mask, training=False)
+
+    def decode(
+        self,
+        token_ids,
+        padding_mask,
+        encoder_output,
+        encoder_padding_mask,
+        caches=None,
+        cache_update_index=None,
+    ):
+        """Runs the decoder alone (inference), optionally with KV caches.
+
+        Args:
+            token_ids: int tensor `[batch, T]`.
+            padding_mask: tensor `[batch, T]` or None.
+            encoder_output: tensor `[batch, S, encoder_width]` or None when
+                every layer's cross-attention cache is given.
+            encoder_padding_mask: tensor `[batch, S]`.
+            caches: None, or one `((self_key, self_value), (cross_key,
+                cross_value))` per decoder layer. Self caches are static,
+                `[batch, max_len, kv_heads, head_dim]`.
+            cache_update_index: int or int tensor: absolute position of
+                `token_ids[:, 0]`.
+
+        Returns:
+            `(hidden_states, caches)` with the updated caches.
+        """
+        return self._decode(
+            token_ids,
+            padding_mask,
+            encoder_output,
+            encoder_padding_mask,
+            caches=caches,
+            cache_update_index=cache_update_index,
+            training=False,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["vocabulary_size"] = self.vocabulary_size
+        for side in ("encoder", "decoder"):
+            for name in STACK_ARGS:
+                config[f"{side}_{name}"] = getattr(self, f"{side}_{name}")
+        config.update(
+            {
+                "final_logit_soft_cap": self.final_logit_soft_cap,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "rms_norm_eps": self.rms_norm_eps,
+                "hidden_activation": self.hidden_activation,
+                "dropout_rate": self.dropout_rate,
+                "attention_dropout": self.attention_dropout,
+                "initializer_range": self.initializer_range,
+                "attention_impl": self.attention_impl,
+            }
+        )
+        return config
+
+
+def _check_stack(side, stack):
+    for name in ("hidden_dim", "intermediate_dim", "num_layers", "num_heads",
+                 "num_kv_heads", "head_dim"):
+        value = stack[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"`{side}_{name}` must be a positive int. Received: "
+                f"{side}_{name}={value!r}."
+            )
+    if stack["num_heads"] % stack["num_kv_heads"]:
+        raise ValueError(
+            f"`{side}_num_heads` must be a multiple of `{side}_num_kv_heads`. "
+            f"Received: {stack['num_heads']} and {stack['num_kv_heads']}."
+        )
+    if stack["layer_types"] is None:
+        stack["layer_types"] = alternating_layer_types(stack["num_layers"])
+    stack["layer_types"] = list(stack["layer_types"])
+    if len(stack["layer_types"]) != stack["num_layers"]:
+        raise ValueError(
+            f"`{side}_layer_types` needs one entry per layer. Received: "
+            f"{len(stack['layer_types'])} entries for "
+            f"{side}_num_layers={stack['num_layers']}."
+        )
+    bad = sorted(set(stack["layer_types"]) - set(LAYER_TYPES))
+    if bad:
+        raise ValueError(
+            f"Unknown `{side}_layer_types` {bad}. Expected each to be one of "
+            f"{LAYER_TYPES}."
+        )
+    return stack
+
+
+def _make_layer(layer_cls, stack, index, shared, side):
+    return layer_cls(
+        hidden_dim=stack["hidden_dim"],
+        intermediate_dim=stack["intermediate_dim"],
+        num_heads=stack["num_heads"],
+        num_kv_heads=stack["num_kv_heads"],
+        head_dim=stack["head_dim"],
+        layer_type=stack["layer_types"][index],
+        sliding_window=stack["sliding_window"],
+        query_pre_attn_scalar=stack["query_pre_attn_scalar"],
+        attention_logit_soft_cap=stack["attention_logit_soft_cap"],
+        rope_max_wavelength=stack["rope_max_wavelength"],
+        name=f"{side}_layer_{index}",
+        **shared,
+    )

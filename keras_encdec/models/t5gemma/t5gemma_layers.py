@@ -1,0 +1,144 @@
+"""Small T5Gemma building blocks: RMS normalization and the gated MLP."""
+
+import keras
+from keras import ops
+
+from keras_encdec.api import register
+
+
+def kernel_initializer(initializer_range):
+    """The T5Gemma weight initializer: a normal with `initializer_range` std."""
+    return keras.initializers.RandomNormal(mean=0.0, stddev=initializer_range)
+
+
+@register
+class T5GemmaRMSNormalization(keras.layers.Layer):
+    """RMS normalization with a `(1 + scale)` weight, computed in float32.
+
+    Args:
+        epsilon: float. Added to the mean square. Defaults to `1e-6`.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> norm = T5GemmaRMSNormalization()
+    >>> y = norm(np.array([[3.0, 4.0]], "float32"))
+    >>> [round(float(v), 4) for v in np.asarray(y)[0]]
+    [0.8485, 1.1314]
+    """
+
+    def __init__(self, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(
+            name="scale", shape=(input_shape[-1],), initializer="zeros"
+        )
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+        x = x * ops.rsqrt(variance + self.epsilon)
+        x = x * (1.0 + ops.cast(self.scale, "float32"))
+        return ops.cast(x, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
+        return config
+
+
+@register
+class T5GemmaMLP(keras.layers.Layer):
+    """The gated feed-forward block: `down(act(gate(x)) * up(x))`.
+
+    Sublayer names follow keras-hub's Gemma: `ffw_gating` (the activation
+    branch, HF `gate_proj`), `ffw_gating_2` (HF `up_proj`) and `ffw_linear`
+    (HF `down_proj`).
+
+    Args:
+        hidden_dim: int. Input and output width.
+        intermediate_dim: int. The feed-forward width.
+        hidden_activation: str. `"gelu_approximate"` (Gemma's tanh GELU) or
+            any Keras activation name. Defaults to `"gelu_approximate"`.
+        dropout_rate: float. Dropout on the gated activations. Defaults to
+            `0.0`.
+        initializer_range: float. Std of the kernel initializer. Defaults to
+            `0.02`.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> mlp = T5GemmaMLP(hidden_dim=8, intermediate_dim=16)
+    >>> tuple(mlp(np.ones((2, 3, 8), "float32")).shape)
+    (2, 3, 8)
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        intermediate_dim,
+        hidden_activation="gelu_approximate",
+        dropout_rate=0.0,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.hidden_activation = hidden_activation
+        self.dropout_rate = dropout_rate
+        self.initializer_range = initializer_range
+
+        def dense(equation, shape, name):
+            return keras.layers.EinsumDense(
+                equation,
+                output_shape=shape,
+                kernel_initializer=kernel_initializer(initializer_range),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        self.gating = dense("btd,df->btf", (None, intermediate_dim), "ffw_gating")
+        self.gating_2 = dense(
+            "btd,df->btf", (None, intermediate_dim), "ffw_gating_2"
+        )
+        self.linear = dense("btf,fd->btd", (None, hidden_dim), "ffw_linear")
+        self.dropout = keras.layers.Dropout(
+            dropout_rate, dtype=self.dtype_policy, name="ffw_dropout"
+        )
+        if hidden_activation == "gelu_approximate":
+            self.activation = lambda x: keras.activations.gelu(
+                x, approximate=True
+            )
+        else:
+            self.activation = keras.activations.get(hidden_activation)
+
+    def build(self, input_shape):
+        self.gating.build(input_shape)
+        self.gating_2.build(input_shape)
+        self.linear.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+
+    def call(self, x, training=None):
+        hidden = self.activation(self.gating(x)) * self.gating_2(x)
+        hidden = self.dropout(hidden, training=training)
+        return self.linear(hidden)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "hidden_activation": self.hidden_activation,
+                "dropout_rate": self.dropout_rate,
+                "initializer_range": self.initializer_range,
+            }
+        )
+        return config

@@ -1,0 +1,213 @@
+"""T5Gemma sequence-to-sequence language model task."""
+
+from keras import ops
+from keras_hub.models import Seq2SeqLM
+from keras_hub.src.utils.tensor_utils import any_equal
+
+from keras_encdec.api import register
+from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
+    T5GemmaSeq2SeqLMPreprocessor,
+)
+
+
+def soft_cap(logits, cap):
+    """`tanh(logits / cap) * cap`, or `logits` when `cap` is None."""
+    if cap is None:
+        return logits
+    return ops.tanh(logits / cap) * cap
+
+
+@register
+class T5GemmaSeq2SeqLM(Seq2SeqLM):
+    """T5Gemma encoder-decoder language model for generation and fine-tuning.
+
+    Calling the model on a backbone input dict returns logits
+    `[batch, decoder_len, vocab]` from the tied (or untied) decoder embedding,
+    with the final soft-cap applied. `generate()` encodes once, computes the
+    cross-attention keys/values once, and decodes with a static KV cache; the
+    sampler is chosen with `compile(sampler=...)` (keras-hub samplers:
+    `"greedy"`, `"top_k"`, `"top_p"`, `"beam"`, ...).
+
+    Args:
+        backbone: `keras_encdec.models.T5GemmaBackbone`.
+        preprocessor: `keras_encdec.models.T5GemmaSeq2SeqLMPreprocessor` or
+            None. With None, inputs must be token dicts. Defaults to `None`.
+        **kwargs: passed to `keras_hub.models.Seq2SeqLM`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> from keras_encdec.models import T5GemmaBackbone, T5GemmaSeq2SeqLM
+    >>> backbone = T5GemmaBackbone(
+    ...     vocabulary_size=32,
+    ...     encoder_hidden_dim=16, encoder_intermediate_dim=32,
+    ...     encoder_num_layers=2, encoder_num_heads=2,
+    ...     encoder_num_kv_heads=1, encoder_head_dim=8,
+    ...     decoder_hidden_dim=16, decoder_intermediate_dim=32,
+    ...     decoder_num_layers=2, decoder_num_heads=2,
+    ...     decoder_num_kv_heads=1, decoder_head_dim=8,
+    ... )
+    >>> lm = T5GemmaSeq2SeqLM(backbone)
+    >>> out = lm.generate({
+    ...     "encoder_token_ids": np.array([[2, 5, 6, 1]]),
+    ...     "encoder_padding_mask": np.array([[1, 1, 1, 1]]),
+    ...     "decoder_token_ids": np.array([[2, 0, 0, 0, 0]]),
+    ...     "decoder_padding_mask": np.array([[1, 0, 0, 0, 0]]),
+    ... }, stop_token_ids=None)
+    >>> out["decoder_token_ids"].shape
+    (1, 5)
+    """
+
+    backbone_cls = T5GemmaBackbone
+    preprocessor_cls = T5GemmaSeq2SeqLMPreprocessor
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+
+        # === Functional model ===
+        inputs = backbone.input
+        hidden_states = backbone(inputs)["decoder_sequence_output"]
+        logits = self.compute_logits(hidden_states)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+    def compute_logits(self, hidden_states):
+        """Maps decoder hidden states to soft-capped vocabulary logits."""
+        logits = self.backbone.decoder_token_embedding(
+            hidden_states, reverse=True
+        )
+        return soft_cap(logits, self.backbone.final_logit_soft_cap)
+
+    def call_encoder(self, token_ids, padding_mask):
+        """Runs the encoder; returns `(encoder_output, padding_mask)`."""
+        return self.backbone.encode(token_ids, padding_mask), padding_mask
+
+    def build_cache(self, encoder_output, encoder_padding_mask, max_length):
+        """Builds generation caches: empty static self-attention caches of
+        `max_length` positions, and cross-attention keys/values computed once
+        from `encoder_output`.
+
+        Returns `(layer_caches, encoder_padding_mask)`, the structure
+        `call_decoder_with_cache` takes. It is a flat nest of batch-major
+        tensors, so beam search can repeat and gather it.
+        """
+        batch_size = ops.shape(encoder_output)[0]
+        backbone = self.backbone
+        shape = (
+            batch_size,
+            max_length,
+            backbone.decoder_num_kv_heads,
+            backbone.decoder_head_dim,
+        )
+        layer_caches = []
+        for layer in backbone.decoder_layers:
+            self_cache = (
+                ops.zeros(shape, dtype=self.compute_dtype),
+                ops.zeros(shape, dtype=self.compute_dtype),
+            )
+            cross_cache = layer.cross_attention.compute_key_value(encoder_output)
+            layer_caches.append((self_cache, cross_cache))
+        return tuple(layer_caches), encoder_padding_mask
+
+    def call_decoder_with_cache(
+        self, token_ids, padding_mask, cache, cache_update_index
+    ):
+        """One cached decoder pass.
+
+        Args:
+            token_ids: int tensor `[batch, T]`, starting at absolute position
+                `cache_update_index`.
+            padding_mask: tensor `[batch, T]` or None (decode steps).
+            cache: the structure returned by `build_cache`.
+            cache_update_index: int or int tensor.
+
+        Returns:
+            `(logits, hidden_states, cache)`.
+        """
+        layer_caches, encoder_padding_mask = cache
+        if padding_mask is not None:
+            # Keys beyond the prompt are padding during the prefill pass.
+            max_length = ops.shape(layer_caches[0][0][0])[1]
+            padding_mask = ops.pad(
+                ops.cast(padding_mask, "bool"),
+                [[0, 0], [0, max_length - ops.shape(padding_mask)[1]]],
+                constant_values=False,
+            )
+        hidden_states, layer_caches = self.backbone.decode(
+            token_ids,
+            padding_mask,
+            None,
+            encoder_padding_mask,
+            caches=layer_caches,
+            cache_update_index=cache_update_index,
+        )
+        logits = self.compute_logits(hidden_states)
+        return logits, hidden_states, (tuple(layer_caches), encoder_padding_mask)
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """Generates one batch: a compilable function of token tensors.
+
+        Args:
+            inputs: dict with `encoder_token_ids`, `encoder_padding_mask`,
+                `decoder_token_ids` and `decoder_padding_mask`. The decoder
+                tensors hold the (right-padded) prompt and set the output
+                length.
+            stop_token_ids: tuple of ints or None. Generation stops once every
+                sequence produced one of them.
+
+        Returns:
+            dict with `decoder_token_ids` and `decoder_padding_mask`.
+        """
+        decoder_token_ids = inputs["decoder_token_ids"]
+        decoder_padding_mask = ops.cast(inputs["decoder_padding_mask"], "bool")
+        encoder_output, encoder_padding_mask = self.call_encoder(
+            inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+        )
+        max_length = ops.shape(decoder_token_ids)[1]
+        cache = self.build_cache(encoder_output, encoder_padding_mask, max_length)
+        _, hidden_states, cache = self.call_decoder_with_cache(
+            decoder_token_ids, decoder_padding_mask, cache, 0
+        )
+        row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
+        index = ops.min(row_lengths)
+
+        def next(prompt, cache, index):
+            # The cache index is the position of the previous token.
+            cache_update_index = index - 1
+            batch_size = ops.shape(prompt)[0]
+            token = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
+            logits, _, cache = self.call_decoder_with_cache(
+                token, None, cache, cache_update_index
+            )
+            return ops.squeeze(logits, axis=1), None, cache
+
+        decoder_token_ids = self.sampler(
+            next=next,
+            prompt=decoder_token_ids,
+            cache=cache,
+            index=index,
+            mask=decoder_padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+
+        if stop_token_ids is not None:
+            # Keep everything up to and including the first new stop token.
+            end_locations = any_equal(
+                decoder_token_ids,
+                stop_token_ids,
+                ops.logical_not(decoder_padding_mask),
+            )
+            end_locations = ops.cast(end_locations, "int32")
+            cumsum = ops.cast(ops.cumsum(end_locations, axis=-1), "int32")
+            overflow = cumsum - end_locations
+            decoder_padding_mask = ops.logical_not(ops.cast(overflow, "bool"))
+        else:
+            decoder_padding_mask = ops.ones_like(decoder_token_ids, dtype="bool")
+        return {
+            "decoder_token_ids": decoder_token_ids,
+            "decoder_padding_mask": decoder_padding_mask,
+        }

@@ -1,0 +1,39 @@
+"""T5Gemma SentencePiece tokenizer."""
+
+from keras_hub.tokenizers import SentencePieceTokenizer
+
+from keras_encdec.api import register
+from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+
+
+@register
+class T5GemmaTokenizer(SentencePieceTokenizer):
+    """Gemma's SentencePiece tokenizer with `<bos>`, `<eos>` and `<pad>`.
+
+    Args:
+        proto: str or bytes. A path to a SentencePiece `.model` file, or its
+            serialized bytes. The vocabulary must contain `<bos>`, `<eos>`
+            and `<pad>`.
+        **kwargs: passed to `keras_hub.models.SentencePieceTokenizer`.
+
+    Examples:
+
+    >>> import io, sentencepiece
+    >>> buffer = io.BytesIO()
+    >>> sentencepiece.SentencePieceTrainer.train(
+    ...     sentence_iterator=iter(["the quick brown fox jumped"] * 10),
+    ...     model_writer=buffer, vocab_size=20, model_type="WORD",
+    ...     pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+    ...     eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>")
+    >>> tokenizer = T5GemmaTokenizer(proto=buffer.getvalue())
+    >>> tokenizer.detokenize(tokenizer("the quick fox"))
+    'the quick fox'
+    """
+
+    backbone_cls = T5GemmaBackbone
+
+    def __init__(self, proto, **kwargs):
+        self._add_special_token("<bos>", "start_token")
+        self._add_special_token("<eos>", "end_token")
+        self._add_special_token("<pad>", "pad_token")
+        super().__init__(proto=proto, **kwargs)
