@@ -3,13 +3,16 @@
 import keras
 from keras import ops
 from keras_hub.models import Backbone
+from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
+from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_decoder_layer import T5GemmaDecoderLayer
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import LAYER_TYPES
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma.t5gemma_layers import kernel_initializer
+from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 
 # Per-stack (encoder / decoder) settings, in `__init__` order.
 STACK_ARGS = (
@@ -357,6 +360,39 @@ class T5GemmaBackbone(Backbone):
             caches=caches,
             cache_update_index=cache_update_index,
             training=False,
+        )
+
+    @classproperty
+    def presets(cls):
+        """Preset names -> metadata and hub handles."""
+        return dict(T5GEMMA_PRESETS)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds the backbone from a preset name, folder or hub handle.
+
+        Accepts a keras-encdec preset name or folder, a local transformers
+        T5Gemma checkpoint folder, a keras-hub `T5GemmaBackbone` preset
+        folder, or an `hf://` / `kaggle://` handle. See
+        `keras_encdec.convert.preset_loader`.
+
+        Args:
+            preset: str. The preset to load.
+            load_weights: bool. Load the weights, or keep a random init.
+                Defaults to `True`.
+            **kwargs: backbone config overrides, e.g. `dtype`.
+
+        Examples:
+
+        >>> backbone = T5GemmaBackbone.from_preset("t5gemma_tiny_random")
+        >>> backbone.vocabulary_size > 0
+        True
+        """
+        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        if fmt == preset_loader.KERAS_ENCDEC:
+            return super().from_preset(folder, load_weights=load_weights, **kwargs)
+        return preset_loader.load_foreign_backbone(
+            cls, fmt, folder, load_weights=load_weights, **kwargs
         )
 
     def get_config(self):

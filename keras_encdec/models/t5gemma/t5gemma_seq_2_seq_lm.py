@@ -1,14 +1,24 @@
 """T5Gemma sequence-to-sequence language model task."""
 
+import json
+import logging
+import os
+import shutil
+
 from keras import ops
 from keras_hub.models import Seq2SeqLM
 from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_encdec.api import register
+from keras_encdec.convert import preset_loader
+from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
     T5GemmaSeq2SeqLMPreprocessor,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def soft_cap(logits, cap):
@@ -63,6 +73,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
     preprocessor_cls = T5GemmaSeq2SeqLMPreprocessor
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
+        _check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -72,6 +83,97 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         hidden_states = backbone(inputs)["decoder_sequence_output"]
         logits = self.compute_logits(hidden_states)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds the LM from a preset name, folder or hub handle.
+
+        Accepts everything `T5GemmaBackbone.from_preset` accepts. For
+        transformers and keras-hub folders, the preprocessor is built from
+        the folder's SentencePiece model when there is one; otherwise the LM
+        has `preprocessor=None` (a message is logged) and takes token dicts.
+
+        Args:
+            preset: str. The preset to load.
+            load_weights: bool. Load the weights. Defaults to `True`.
+            **kwargs: `preprocessor=` to override it, `dtype=` for the
+                backbone, and task arguments.
+
+        Examples:
+
+        >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+        >>> isinstance(lm.generate("hello", max_length=8), str)
+        True
+        """
+        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        if fmt == preset_loader.KERAS_ENCDEC:
+            return super().from_preset(folder, load_weights=load_weights, **kwargs)
+        backbone_kwargs = {}
+        if "dtype" in kwargs:
+            backbone_kwargs["dtype"] = kwargs.pop("dtype")
+        backbone = cls.backbone_cls.from_preset(
+            folder, load_weights=load_weights, **backbone_kwargs
+        )
+        preprocessor = kwargs.pop("preprocessor", "auto")
+        if preprocessor == "auto":
+            preprocessor = None
+            if preset_loader.foreign_tokenizer_file(fmt, folder):
+                preprocessor = cls.preprocessor_cls.from_preset(folder)
+            else:
+                logger.warning(
+                    "No tokenizer.model in '%s': the model has no "
+                    "preprocessor and takes token-id dicts.",
+                    folder,
+                )
+        return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
+
+    def export_to_transformers(self, path, max_shard_bytes=2 * 1024**3):
+        """Writes a transformers `T5GemmaForConditionalGeneration` folder.
+
+        The folder holds `config.json`, safetensors weights (streamed in
+        shards of at most `max_shard_bytes`) and, with a preprocessor,
+        `tokenizer.model`. Weights keep their dtype, so a transformers ->
+        keras-encdec -> transformers round trip is bit-identical.
+
+        Args:
+            path: str. Output folder (created if needed).
+            max_shard_bytes: int. Largest safetensors shard. Defaults to
+                2 GiB.
+
+        Examples:
+
+        >>> import tempfile
+        >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+        >>> folder = tempfile.mkdtemp()
+        >>> lm.export_to_transformers(folder)
+        >>> sorted(os.listdir(folder))[:2]
+        ['config.json', 'model.safetensors']
+        """
+        os.makedirs(path, exist_ok=True)
+        dtype = str(self.backbone.token_embedding.embeddings.dtype)
+        config = transformers_t5gemma.config_from_backbone(self.backbone, dtype)
+        if self.preprocessor is not None:
+            tokenizer = self.preprocessor.tokenizer
+            for key, token in (
+                ("pad_token_id", "<pad>"),
+                ("eos_token_id", "<eos>"),
+                ("bos_token_id", "<bos>"),
+            ):
+                config[key] = tokenizer.token_to_id(token)
+            config["decoder_start_token_id"] = config["bos_token_id"]
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        transformers_t5gemma.export_transformers_weights(
+            self.backbone, path, max_shard_bytes=max_shard_bytes
+        )
+        if self.preprocessor is not None:
+            proto = self.preprocessor.tokenizer.proto
+            target = os.path.join(path, "tokenizer.model")
+            if isinstance(proto, bytes):
+                with open(target, "wb") as f:
+                    f.write(proto)
+            else:
+                shutil.copyfile(proto, target)
 
     def compute_logits(self, hidden_states):
         """Maps decoder hidden states to soft-capped vocabulary logits."""
@@ -211,3 +313,16 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
             "decoder_token_ids": decoder_token_ids,
             "decoder_padding_mask": decoder_padding_mask,
         }
+
+
+def _check_vocabulary(backbone, preprocessor):
+    if preprocessor is None or getattr(preprocessor, "tokenizer", None) is None:
+        return
+    tokenizer_size = preprocessor.tokenizer.vocabulary_size()
+    if tokenizer_size is not None and tokenizer_size > backbone.vocabulary_size:
+        raise ValueError(
+            "The tokenizer produces ids the model has no embedding for. "
+            f"Received: tokenizer vocabulary_size={tokenizer_size}, backbone "
+            f"vocabulary_size={backbone.vocabulary_size}. Expected the "
+            "tokenizer vocabulary to fit in the backbone vocabulary."
+        )

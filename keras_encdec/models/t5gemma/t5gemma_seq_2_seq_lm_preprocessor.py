@@ -5,7 +5,9 @@ from keras_hub.models import Seq2SeqLMPreprocessor
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
 from keras_encdec.api import register
+from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 from keras_encdec.models.t5gemma.t5gemma_tokenizer import T5GemmaTokenizer
 
 
@@ -160,6 +162,15 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
             "decoder_token_ids": decoder_token_ids,
             "decoder_padding_mask": decoder_padding_mask,
         }
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """Loads the preprocessor of any preset `T5GemmaBackbone` accepts;
+        foreign checkpoints get a default one around their tokenizer."""
+        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        if fmt == preset_loader.KERAS_ENCDEC:
+            return super().from_preset(folder, **kwargs)
+        return cls(tokenizer=cls.tokenizer_cls.from_preset(folder), **kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -3,7 +3,9 @@
 from keras_hub.tokenizers import SentencePieceTokenizer
 
 from keras_encdec.api import register
+from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 
 
 @register
@@ -37,3 +39,21 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
         self._add_special_token("<eos>", "end_token")
         self._add_special_token("<pad>", "pad_token")
         super().__init__(proto=proto, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """Loads the tokenizer of any preset `T5GemmaBackbone` accepts.
+
+        Raises a `FileNotFoundError` naming the folder when a transformers or
+        keras-hub checkpoint carries no SentencePiece model.
+        """
+        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        if fmt == preset_loader.KERAS_ENCDEC:
+            return super().from_preset(folder, **kwargs)
+        proto = preset_loader.foreign_tokenizer_file(fmt, folder)
+        if proto is None:
+            raise FileNotFoundError(
+                f"No tokenizer in '{folder}'. Expected 'tokenizer.model' (a "
+                "SentencePiece model) beside the weights."
+            )
+        return cls(proto=proto, **kwargs)

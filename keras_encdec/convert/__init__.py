@@ -1,0 +1,1 @@
+"""Checkpoint converters: transformers and keras-hub formats to and from ours."""

@@ -1,0 +1,308 @@
+"""Transformers T5Gemma checkpoints to and from keras-encdec.
+
+Import reads a local folder written by
+`transformers.T5GemmaForConditionalGeneration.save_pretrained` (config.json
+plus safetensors, and tokenizer.model when present). Export writes a folder
+that `T5GemmaForConditionalGeneration.from_pretrained` loads with the same
+logits. Both stream tensor by tensor with a progress bar; a round trip is
+bit-identical. Only JSON and safetensors are read: no code from a checkpoint
+is ever run.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.convert.safetensors_io import SafetensorsReader
+from keras_encdec.convert.safetensors_io import SafetensorsWriter
+from keras_encdec.convert.weight_mapping import WeightAssigner
+from keras_encdec.convert.weight_mapping import check_all_assigned
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.model"
+MODEL_TYPE = "t5gemma"
+LM_HEAD = "lm_head.out_proj.weight"
+_ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_approximate"}
+_HF_ACTIVATIONS = {v: k for k, v in _ACTIVATIONS.items()}
+_DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def read_config(folder):
+    """Loads and checks a transformers T5Gemma `config.json`."""
+    path = os.path.join(folder, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except OSError as e:
+        raise CheckpointError(f"Missing '{CONFIG_FILE}' in '{folder}'.") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"Corrupt JSON in '{path}': {e}.") from e
+    if config.get("model_type") != MODEL_TYPE:
+        raise CheckpointError(
+            f"'{path}' is not a T5Gemma config. Received: "
+            f"model_type={config.get('model_type')!r}. Expected {MODEL_TYPE!r}."
+        )
+    for side in ("encoder", "decoder"):
+        if not isinstance(config.get(side), dict):
+            raise CheckpointError(f"'{path}' has no '{side}' section.")
+    return config
+
+
+def _rope_theta(module):
+    params = module.get("rope_parameters") or {}
+    return float(params.get("rope_theta", module.get("rope_theta", 10000.0)))
+
+
+def backbone_kwargs_from_config(config):
+    """Maps a transformers T5Gemma config dict to `T5GemmaBackbone` kwargs."""
+    encoder, decoder = config["encoder"], config["decoder"]
+    kwargs = {}
+    for side, module in (("encoder", encoder), ("decoder", decoder)):
+        if module.get("attention_bias"):
+            raise CheckpointError(
+                "attention_bias=True is not supported (no published T5Gemma "
+                f"uses it). Received it in the {side} config."
+            )
+        kwargs.update(
+            {
+                f"{side}_hidden_dim": module["hidden_size"],
+                f"{side}_intermediate_dim": module["intermediate_size"],
+                f"{side}_num_layers": module["num_hidden_layers"],
+                f"{side}_num_heads": module["num_attention_heads"],
+                f"{side}_num_kv_heads": module["num_key_value_heads"],
+                f"{side}_head_dim": module["head_dim"],
+                f"{side}_layer_types": list(module["layer_types"]),
+                f"{side}_sliding_window": module.get("sliding_window"),
+                f"{side}_attention_logit_soft_cap": module.get(
+                    "attn_logit_softcapping"
+                ),
+                f"{side}_query_pre_attn_scalar": module["query_pre_attn_scalar"],
+                f"{side}_rope_max_wavelength": _rope_theta(module),
+            }
+        )
+    if encoder["vocab_size"] != decoder["vocab_size"]:
+        raise CheckpointError(
+            "Encoder and decoder vocabularies differ: "
+            f"{encoder['vocab_size']} vs {decoder['vocab_size']}."
+        )
+    if encoder["rms_norm_eps"] != decoder["rms_norm_eps"]:
+        raise CheckpointError("Encoder and decoder rms_norm_eps differ.")
+    activation = decoder.get("hidden_activation", "gelu_pytorch_tanh")
+    kwargs.update(
+        {
+            "vocabulary_size": decoder["vocab_size"],
+            "final_logit_soft_cap": decoder.get("final_logit_softcapping"),
+            "tie_word_embeddings": config.get("tie_word_embeddings", True),
+            "rms_norm_eps": decoder["rms_norm_eps"],
+            "hidden_activation": _ACTIVATIONS.get(activation, activation),
+            "dropout_rate": config.get("dropout_rate", 0.0),
+            "attention_dropout": config.get("attention_dropout", 0.0),
+            "initializer_range": decoder.get("initializer_range", 0.02),
+        }
+    )
+    return kwargs
+
+
+def config_from_backbone(backbone, dtype="float32"):
+    """Builds a transformers T5Gemma config dict for `backbone`."""
+    modules = {}
+    for side in ("encoder", "decoder"):
+        get = lambda name: getattr(backbone, f"{side}_{name}")  # noqa: E731
+        modules[side] = {
+            "model_type": "t5_gemma_module",
+            "vocab_size": backbone.vocabulary_size,
+            "hidden_size": get("hidden_dim"),
+            "intermediate_size": get("intermediate_dim"),
+            "num_hidden_layers": get("num_layers"),
+            "num_attention_heads": get("num_heads"),
+            "num_key_value_heads": get("num_kv_heads"),
+            "head_dim": get("head_dim"),
+            "layer_types": list(get("layer_types")),
+            "sliding_window": get("sliding_window"),
+            "attn_logit_softcapping": get("attention_logit_soft_cap"),
+            "final_logit_softcapping": backbone.final_logit_soft_cap,
+            "query_pre_attn_scalar": get("query_pre_attn_scalar")
+            or get("head_dim"),
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": get("rope_max_wavelength"),
+            },
+            "rms_norm_eps": backbone.rms_norm_eps,
+            "hidden_activation": _HF_ACTIVATIONS.get(
+                backbone.hidden_activation, backbone.hidden_activation
+            ),
+            "attention_bias": False,
+            "initializer_range": backbone.initializer_range,
+            "tie_word_embeddings": backbone.tie_word_embeddings,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "bos_token_id": 2,
+        }
+    return {
+        "architectures": ["T5GemmaForConditionalGeneration"],
+        "model_type": MODEL_TYPE,
+        "encoder": modules["encoder"],
+        "decoder": modules["decoder"],
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": backbone.tie_word_embeddings,
+        "vocab_size": backbone.vocabulary_size,
+        "dropout_rate": backbone.dropout_rate,
+        "attention_dropout": backbone.attention_dropout,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "dtype": dtype,
+    }
+
+
+def checkpoint_dtype(folder, config=None):
+    """The dtype a checkpoint was saved in (config first, else the file)."""
+    config = config or read_config(folder)
+    name = config.get("dtype") or config.get("torch_dtype")
+    if name in _DTYPE_NAMES:
+        return _DTYPE_NAMES[name]
+    reader = SafetensorsReader(folder)
+    return str(reader.dtype(reader.keys()[0]))
+
+
+# --- Layout changes between transformers (torch Linear [out, in]) and ours.
+def _heads_in(num_heads, head_dim):
+    """q/k/v: [heads*head_dim, d] -> [d, heads, head_dim]."""
+    return lambda w: w.T.reshape(w.shape[1], num_heads, head_dim)
+
+
+def _heads_in_back(w):
+    """[d, heads, head_dim] -> [heads*head_dim, d]."""
+    return w.reshape(w.shape[0], -1).T
+
+
+def _heads_out(num_heads, head_dim):
+    """o: [d, heads*head_dim] -> [heads, head_dim, d]."""
+    return lambda w: w.T.reshape(num_heads, head_dim, w.shape[0])
+
+
+def _heads_out_back(w):
+    """[heads, head_dim, d] -> [d, heads*head_dim]."""
+    return w.reshape(-1, w.shape[-1]).T
+
+
+def _transpose(w):
+    return w.T
+
+
+def _identity(w):
+    return w
+
+
+def weight_map(backbone):
+    """Yields `(variable, hf_name, to_keras, to_hf)` for every weight.
+
+    The tied LM head is not listed (transformers stores it once, as the
+    decoder embedding); an untied head maps to the reverse embedding.
+    """
+    yield backbone.token_embedding.embeddings, (
+        "model.encoder.embed_tokens.weight"
+    ), _identity, _identity
+    yield backbone.decoder_token_embedding.embeddings, (
+        "model.decoder.embed_tokens.weight"
+    ), _identity, _identity
+    if not backbone.tie_word_embeddings:
+        yield backbone.decoder_token_embedding.reverse_embeddings, LM_HEAD, (
+            _transpose
+        ), _transpose
+    yield backbone.encoder_norm.scale, "model.encoder.norm.weight", (
+        _identity
+    ), _identity
+    yield backbone.decoder_norm.scale, "model.decoder.norm.weight", (
+        _identity
+    ), _identity
+    for side, layers in (
+        ("encoder", backbone.encoder_layers),
+        ("decoder", backbone.decoder_layers),
+    ):
+        for i, layer in enumerate(layers):
+            prefix = f"model.{side}.layers.{i}"
+            attentions = [("self_attn", layer.self_attention)]
+            norms = [
+                ("pre_self_attn_layernorm", layer.pre_self_attention_norm),
+                ("post_self_attn_layernorm", layer.post_self_attention_norm),
+                ("pre_feedforward_layernorm", layer.pre_ffw_norm),
+                ("post_feedforward_layernorm", layer.post_ffw_norm),
+            ]
+            if side == "decoder":
+                attentions.append(("cross_attn", layer.cross_attention))
+                norms += [
+                    ("pre_cross_attn_layernorm", layer.pre_cross_attention_norm),
+                    ("post_cross_attn_layernorm", layer.post_cross_attention_norm),
+                ]
+            for hf_name, attention in attentions:
+                heads, kv_heads = attention.num_heads, attention.num_kv_heads
+                head_dim = attention.head_dim
+                base = f"{prefix}.{hf_name}"
+                yield attention.query_dense.kernel, f"{base}.q_proj.weight", (
+                    _heads_in(heads, head_dim)
+                ), _heads_in_back
+                yield attention.key_dense.kernel, f"{base}.k_proj.weight", (
+                    _heads_in(kv_heads, head_dim)
+                ), _heads_in_back
+                yield attention.value_dense.kernel, f"{base}.v_proj.weight", (
+                    _heads_in(kv_heads, head_dim)
+                ), _heads_in_back
+                yield attention.output_dense.kernel, f"{base}.o_proj.weight", (
+                    _heads_out(heads, head_dim)
+                ), _heads_out_back
+            for hf_name, norm in norms:
+                yield norm.scale, f"{prefix}.{hf_name}.weight", _identity, _identity
+            mlp = layer.mlp
+            for hf_name, dense in (
+                ("gate_proj", mlp.gating),
+                ("up_proj", mlp.gating_2),
+                ("down_proj", mlp.linear),
+            ):
+                yield dense.kernel, f"{prefix}.mlp.{hf_name}.weight", (
+                    _transpose
+                ), _transpose
+
+
+def load_transformers_weights(backbone, folder):
+    """Streams a transformers T5Gemma checkpoint into `backbone`."""
+    reader = SafetensorsReader(folder)
+    ignored = [LM_HEAD] if backbone.tie_word_embeddings else []
+    mapping = list(weight_map(backbone))
+    with WeightAssigner(
+        reader.get,
+        reader.keys(),
+        total=len(mapping),
+        description="Loading transformers T5Gemma",
+        ignored_sources=ignored,
+    ) as assign:
+        for variable, name, to_keras, _ in mapping:
+            assign(variable, name, to_keras)
+    check_all_assigned(backbone.weights, assign)
+
+
+def export_transformers_weights(backbone, folder, max_shard_bytes=2 * 1024**3):
+    """Streams `backbone`'s weights into transformers safetensors shards."""
+    from tqdm.auto import tqdm
+
+    mapping = list(weight_map(backbone))
+    with SafetensorsWriter(folder, max_shard_bytes) as writer:
+        for variable, name, _, to_hf in tqdm(
+            mapping, desc="Exporting to transformers", unit="tensor", leave=False
+        ):
+            value = np.asarray(_to_numpy(variable))
+            writer.add(name, to_hf(value))
+
+
+def _to_numpy(variable):
+    from keras import ops
+
+    value = ops.convert_to_numpy(variable.value)
+    if str(variable.dtype) == "bfloat16":
+        import ml_dtypes
+
+        value = value.astype(ml_dtypes.bfloat16)
+    return value

@@ -1,0 +1,108 @@
+"""Correct-by-construction weight assignment shared by all converters.
+
+A converter names, for every target variable, the source tensor and the
+layout change between them. `WeightAssigner` checks every shape, refuses a
+second assignment of the same variable, and at the end checks that every
+source tensor was used exactly once and every target variable set.
+"""
+
+import logging
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class WeightMismatchError(ValueError):
+    """A source checkpoint does not fit the target model."""
+
+
+class WeightAssigner:
+    """Assigns source tensors to Keras variables, one at a time.
+
+    Args:
+        read: callable. `read(name) -> np.ndarray` loads one source tensor.
+        source_names: iterable of str. Every tensor in the source.
+        total: int. Number of assignments expected (for the progress bar).
+        description: str. Progress bar label.
+        ignored_sources: iterable of str. Source tensors that are legitimately
+            unused (e.g. a tied LM head duplicated in the file).
+
+    Examples:
+
+    >>> import keras, numpy as np
+    >>> layer = keras.layers.Dense(2, use_bias=False)
+    >>> layer.build((None, 3))
+    >>> src = {"w": np.ones((2, 3), "float32")}
+    >>> with WeightAssigner(src.__getitem__, src, total=1) as assign:
+    ...     assign(layer.kernel, "w", lambda w: w.T)
+    >>> float(keras.ops.sum(layer.kernel))
+    6.0
+    """
+
+    def __init__(
+        self,
+        read,
+        source_names,
+        total,
+        description="Converting",
+        ignored_sources=(),
+    ):
+        self.read = read
+        self.unused = set(source_names) - set(ignored_sources)
+        self.assigned = set()
+        self.used = set()
+        self.progress = tqdm(
+            total=total, desc=description, unit="tensor", leave=False
+        )
+
+    def __call__(self, variable, source_name, transform=None):
+        if source_name not in self.unused:
+            if source_name in self.used:
+                raise WeightMismatchError(
+                    f"Source tensor '{source_name}' was used twice."
+                )
+            raise WeightMismatchError(
+                f"Source tensor '{source_name}' is missing from the checkpoint "
+                f"(needed for '{variable.path}')."
+            )
+        if variable.path in self.assigned:
+            raise WeightMismatchError(
+                f"Variable '{variable.path}' was assigned twice."
+            )
+        value = self.read(source_name)
+        if transform is not None:
+            value = transform(value)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise WeightMismatchError(
+                f"Shape mismatch for '{variable.path}' from '{source_name}': "
+                f"the checkpoint gives {tuple(value.shape)} after layout "
+                f"conversion, the model expects {tuple(variable.shape)}. The "
+                "config does not match the weights."
+            )
+        variable.assign(value)
+        self.unused.discard(source_name)
+        self.used.add(source_name)
+        self.assigned.add(variable.path)
+        self.progress.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.progress.close()
+        if exc_type is None and self.unused:
+            raise WeightMismatchError(
+                "These checkpoint tensors were not used by the model (the "
+                f"config does not match the weights): {sorted(self.unused)}."
+            )
+        return False
+
+
+def check_all_assigned(variables, assigner):
+    """Raises unless every variable in `variables` was assigned."""
+    missing = sorted(v.path for v in variables if v.path not in assigner.assigned)
+    if missing:
+        raise WeightMismatchError(
+            f"These model weights were not found in the checkpoint: {missing}."
+        )
