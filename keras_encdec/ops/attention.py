@@ -13,26 +13,172 @@ Masking semantics follow the pinned HF transformers T5Gemma exactly:
 - key padding: key `k` of row `b` is visible when `key_padding_mask[b, k]`.
 
 `q` is the absolute query position, `query_offset + i` for row `i`.
+
+Implementations (`impl`), each in its own module, all numerically equal to
+`"dense"` (fp32 forward and gradients within 1e-5 in the tests):
+
+- `"dense"`: materializes the `[T, S]` scores; the only one that applies
+  `probabilities_dropout`.
+- `"xla"` (`attention_blockwise`): online softmax over key blocks in
+  `keras.ops` with a recomputing custom gradient; every backend; memory
+  linear in length; sliding windows skip key blocks.
+- `"pallas"` (`attention_pallas`): JAX flash kernels for GPU; CPU tests via
+  `KERAS_ENCDEC_PALLAS_INTERPRET=1`.
+- `"flex"` (`attention_flex`): torch `flex_attention` (CUDA; CPU forward
+  only).
+
+`impl=None` (see `resolve_impl`): `"dense"` for small score matrices
+(`T * S < BLOCKWISE_MIN_SCORES`, e.g. decode steps and tiny models), with
+dropout, or with unknown lengths; else `"pallas"` on a JAX GPU, `"flex"` on
+torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow).
 """
 
+import keras
 from keras import ops
 
-ATTENTION_IMPLS = ("dense",)
+ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
 
 # Large negative logit for masked keys. Finite, so a fully masked row gives a
 # uniform distribution instead of NaN (as transformers' additive mask does).
 _MASKED_LOGIT = -1e30
 
+# `impl=None` keeps "dense" below this many scores per head (`T * S`): the
+# score matrix is small (< 4 MiB per head in float32) and one fused matmul
+# beats a loop over key blocks. Decode steps (`T = 1`) always stay dense.
+BLOCKWISE_MIN_SCORES = 1024 * 1024
 
-def _check_impl(impl):
-    if impl is None:
-        return "dense"
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(
-            f"Unknown attention impl. Received: impl={impl!r}. Expected one "
-            f"of {ATTENTION_IMPLS} or None (pick the best available)."
+
+def _static_lengths(query, key):
+    lengths = (query.shape[1], key.shape[1])
+    return all(isinstance(n, int) for n in lengths)
+
+
+def _device_kind(query):
+    """`"cpu"`, `"gpu"` or `"tpu"`: where this backend computes `query`."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend()
+    if backend == "torch":
+        device = getattr(query, "device", None)
+        kind = getattr(device, "type", "cpu")
+        return "gpu" if kind == "cuda" else kind
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    return "cpu"
+
+
+def unavailable_reason(impl, query, key, probabilities_dropout=None):
+    """Why `impl` cannot run on these inputs here, or `None` if it can.
+
+    Args:
+        impl: str. One of `ATTENTION_IMPLS`.
+        query: tensor. The query, `[batch, T, num_heads, head_dim]`.
+        key: tensor. The key, `[batch, S, num_kv_heads, head_dim]`.
+        probabilities_dropout: callable or None. Dropout on probabilities
+            (only `"dense"` applies it). Defaults to `None`.
+
+    Returns:
+        A string, or `None`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.zeros((1, 4, 2, 8), "float32")
+    >>> unavailable_reason("dense", x, x) is None
+    True
+    """
+    backend = keras.backend.backend()
+    device = _device_kind(query)
+    if impl == "dense":
+        return None
+    if probabilities_dropout is not None:
+        return (
+            f"impl={impl!r} cannot apply `probabilities_dropout` (it never "
+            "holds the probabilities); use impl='dense' or dropout_rate=0"
         )
-    return impl
+    if not _static_lengths(query, key):
+        return (
+            f"impl={impl!r} needs static sequence lengths. Received: "
+            f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
+        )
+    if impl == "xla":
+        return None
+    if impl == "pallas":
+        if backend != "jax":
+            return (
+                "impl='pallas' needs the JAX backend on GPU (or Pallas "
+                f"interpret mode); this process runs {backend} on {device}"
+            )
+        from keras_encdec.ops import attention_pallas
+
+        return attention_pallas.unavailable_reason(query, key)
+    if impl == "flex":
+        if backend != "torch":
+            return (
+                "impl='flex' needs the torch backend (torch.nn.attention."
+                f"flex_attention); this process runs {backend} on {device}"
+            )
+        from keras_encdec.ops import attention_flex
+
+        return attention_flex.unavailable_reason(query, key)
+    raise ValueError(
+        f"Unknown attention impl. Received: impl={impl!r}. Expected one "
+        f"of {ATTENTION_IMPLS} or None (pick the best available)."
+    )
+
+
+def resolve_impl(impl, query, key, probabilities_dropout=None):
+    """The implementation `dot_product_attention` runs for `impl`.
+
+    `None` picks, in order: `"dense"` with dropout, unknown lengths or fewer
+    than `BLOCKWISE_MIN_SCORES` scores per head; `"pallas"` on a JAX GPU;
+    `"flex"` on a torch CUDA device; `"xla"` otherwise (CPU, TPU,
+    TensorFlow). A named impl that cannot run raises `ValueError` with the
+    reason; there is no silent fallback.
+
+    Args:
+        impl: str or None. Requested implementation.
+        query: tensor. The query, `[batch, T, num_heads, head_dim]`.
+        key: tensor. The key, `[batch, S, num_kv_heads, head_dim]`.
+        probabilities_dropout: callable or None. Defaults to `None`.
+
+    Returns:
+        One of `ATTENTION_IMPLS`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.zeros((1, 4, 2, 8), "float32")
+    >>> resolve_impl(None, x, x)
+    'dense'
+    """
+    if impl is not None:
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"Unknown attention impl. Received: impl={impl!r}. Expected "
+                f"one of {ATTENTION_IMPLS} or None (pick the best available)."
+            )
+        reason = unavailable_reason(impl, query, key, probabilities_dropout)
+        if reason is not None:
+            raise ValueError(reason + ".")
+        return impl
+    if (
+        probabilities_dropout is not None
+        or not _static_lengths(query, key)
+        or query.shape[1] * key.shape[1] < BLOCKWISE_MIN_SCORES
+    ):
+        return "dense"
+    device = _device_kind(query)
+    backend = keras.backend.backend()
+    for candidate, needs in (("pallas", "jax"), ("flex", "torch")):
+        if backend == needs and device == "gpu":
+            if unavailable_reason(candidate, query, key) is None:
+                return candidate
+    return "xla"
 
 
 def attention_mask(
@@ -121,8 +267,11 @@ def dot_product_attention(
             first query (the cache index when decoding). Defaults to `0`.
         probabilities_dropout: callable or None. Applied to the attention
             probabilities (training only). Defaults to `None`.
-        impl: str or None. `"dense"`, or `None` for the best available.
-            Defaults to `None`.
+        impl: str or None. `"xla"` (blockwise `keras.ops`, memory linear
+            in length, every backend), `"pallas"` (JAX flash kernel),
+            `"flex"` (torch `flex_attention`), `"dense"` (materializes the
+            `[T, S]` scores), or `None` for the best that runs here (see
+            `resolve_impl`). Defaults to `None`.
 
     Returns:
         A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
@@ -136,15 +285,71 @@ def dot_product_attention(
     >>> tuple(out.shape)
     (2, 5, 4, 8)
     """
-    _check_impl(impl)
-    num_heads, head_dim = query.shape[-2], query.shape[-1]
-    num_kv_heads = key.shape[-2]
+    impl = resolve_impl(impl, query, key, probabilities_dropout)
+    if impl != "dense":
+        _check_heads(query, key)
+        options = dict(
+            scale=scale,
+            soft_cap=soft_cap,
+            causal=causal,
+            sliding_window=sliding_window,
+            key_padding_mask=key_padding_mask,
+            query_offset=query_offset,
+        )
+        if impl == "xla":
+            from keras_encdec.ops.attention_blockwise import (
+                blockwise_attention,
+            )
+
+            return blockwise_attention(query, key, value, **options)
+        if impl == "pallas":
+            from keras_encdec.ops.attention_pallas import pallas_attention
+
+            return pallas_attention(query, key, value, **options)
+        from keras_encdec.ops.attention_flex import flex_attention
+
+        return flex_attention(query, key, value, **options)
+    return _dense_attention(
+        query,
+        key,
+        value,
+        scale=scale,
+        soft_cap=soft_cap,
+        causal=causal,
+        sliding_window=sliding_window,
+        key_padding_mask=key_padding_mask,
+        query_offset=query_offset,
+        probabilities_dropout=probabilities_dropout,
+    )
+
+
+def _check_heads(query, key):
+    num_heads, num_kv_heads = query.shape[-2], key.shape[-2]
     if num_heads % num_kv_heads:
         raise ValueError(
             "The number of query heads must be a multiple of the number of "
             f"key/value heads. Received: num_heads={num_heads}, "
             f"num_kv_heads={num_kv_heads}."
         )
+
+
+def _dense_attention(
+    query,
+    key,
+    value,
+    *,
+    scale,
+    soft_cap,
+    causal,
+    sliding_window,
+    key_padding_mask,
+    query_offset,
+    probabilities_dropout,
+):
+    """The reference: materializes the `[T, S]` scores (impl `"dense"`)."""
+    _check_heads(query, key)
+    num_heads, head_dim = query.shape[-2], query.shape[-1]
+    num_kv_heads = key.shape[-2]
     groups = num_heads // num_kv_heads
     batch, query_length = ops.shape(query)[0], ops.shape(query)[1]
     key_length = ops.shape(key)[1]

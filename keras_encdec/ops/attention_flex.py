@@ -1,0 +1,136 @@
+"""torch `flex_attention` (`impl="flex"`): torch only.
+
+The soft-cap is a `score_mod` (`tanh(s / c) * c`, applied by flex after the
+`scale`), windows, causality, the decode offset and key padding are one
+`mask_mod`, turned into a `BlockMask` so that blocks wholly outside the
+window are skipped. Grouped-query attention uses `enable_gqa=True`. A fully
+masked row (flex returns zeros and `lse = -inf`) is replaced by the mean of
+all values, as `dot_product_attention(impl="dense")` gives.
+
+Where it runs (torch 2.13):
+
+- CUDA: `flex_attention` compiled with `torch.compile` (Triton kernels,
+  forward and backward). `impl=None` picks it on CUDA for long sequences.
+- CPU: the forward runs eagerly (torch's reference path, which
+  materializes the scores: for tests, not for memory); compiling it works
+  but takes about a minute. torch has no CPU backward
+  ("FlexAttention does not support backward on CPU"), so with gradients
+  enabled on CPU `impl="flex"` raises and `impl=None` never picks it.
+"""
+
+import functools
+
+import torch
+from torch.nn.attention import flex_attention as flex
+
+DEFAULT_BLOCK_SIZE = 128
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
+    )
+
+
+def unavailable_reason(query, key):
+    """Why flex cannot run on these tensors (torch backend), or `None`."""
+    if not isinstance(query, torch.Tensor):
+        from keras import ops
+
+        query = ops.convert_to_tensor(query)
+    device = query.device
+    if device.type == "cuda":
+        return None
+    if _needs_grad(query, key):
+        return (
+            f"impl='flex' has no backward on {device.type} in torch "
+            f"{torch.__version__} (flex_attention's backward needs CUDA); "
+            "use impl='xla' to train on CPU"
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex_attention():
+    return torch.compile(flex.flex_attention, dynamic=False)
+
+
+def _mask_mod(causal, window, offset, padding):
+    def mask_mod(b, h, q_index, k_index):
+        q = q_index + offset
+        if causal:
+            visible = k_index <= q
+            if window is not None:
+                visible = visible & (k_index > q - window)
+        elif window is not None:
+            visible = (q - k_index).abs() <= window
+        else:
+            visible = k_index >= 0
+        if padding is not None:
+            visible = visible & padding[b, k_index]
+        return visible
+
+    return mask_mod
+
+
+def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
+                   sliding_window=None, key_padding_mask=None,
+                   query_offset=0, block_size=DEFAULT_BLOCK_SIZE):
+    """`flex_attention` with the semantics of `dot_product_attention`.
+
+    Args:
+        query: torch tensor. `[batch, T, num_heads, head_dim]`.
+        key: torch tensor. `[batch, S, num_kv_heads, head_dim]`.
+        value: torch tensor. `[batch, S, num_kv_heads, head_dim]`.
+        scale: float. Multiplies the query-key logits.
+        soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
+        causal: bool. Hide keys after the query. Defaults to `False`.
+        sliding_window: int or None. Causal or two-sided window. Defaults to
+            `None`.
+        key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
+            Defaults to `None`.
+        query_offset: int or int scalar tensor. Absolute position of the
+            first query. Defaults to `0`.
+        block_size: int. `BlockMask` tile. Defaults to `DEFAULT_BLOCK_SIZE`.
+
+    Returns:
+        A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
+
+    Examples:
+
+    >>> x = torch.rand(1, 20, 2, 8)
+    >>> out = flex_attention(x, x[:, :, :1], x[:, :, :1], scale=0.3,
+    ...                      causal=True, sliding_window=4)
+    >>> tuple(out.shape)
+    (1, 20, 2, 8)
+    """
+    from keras import ops
+
+    query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
+    batch, query_length, _, _ = query.shape
+    key_length = key.shape[1]
+    device = query.device
+    padding = None
+    if key_padding_mask is not None:
+        padding = torch.as_tensor(key_padding_mask, device=device).bool()
+    offset = torch.as_tensor(query_offset, device=device, dtype=torch.int32)
+    block_mask = flex.create_block_mask(
+        _mask_mod(causal, sliding_window, offset, padding),
+        batch if padding is not None else None, None, query_length,
+        key_length, device=device, BLOCK_SIZE=block_size)
+    score_mod = None
+    if soft_cap is not None:
+        def score_mod(score, b, h, q_index, k_index):
+            return torch.tanh(score / soft_cap) * soft_cap
+    attend = (_compiled_flex_attention() if device.type == "cuda"
+              else flex.flex_attention)
+    out, lse = attend(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+        score_mod=score_mod, block_mask=block_mask, scale=scale,
+        enable_gqa=True, return_lse=True)  # [B, N, T, H], [B, N, T]
+    out = out.transpose(1, 2)
+    # Dense attention gives a fully masked row the mean of all S values.
+    fully_masked = torch.isneginf(lse).transpose(1, 2)[..., None]
+    groups = query.shape[2] // key.shape[2]
+    value_mean = value.float().mean(dim=1).repeat_interleave(groups, dim=1)
+    return torch.where(fully_masked, value_mean[:, None].to(out.dtype), out)
