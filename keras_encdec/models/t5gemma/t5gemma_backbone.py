@@ -30,6 +30,48 @@ STACK_ARGS = (
 )
 
 
+INPUT_NAMES = (
+    "encoder_token_ids",
+    "encoder_padding_mask",
+    "decoder_token_ids",
+    "decoder_padding_mask",
+)
+
+
+def check_inputs(inputs):
+    """Raises a clear error unless `inputs` is a backbone input dict.
+
+    Keys must be exactly `INPUT_NAMES`; token ids must be integers and
+    padding masks integers or booleans, each of rank 2.
+    """
+    if not isinstance(inputs, dict):
+        raise TypeError(
+            "T5Gemma models take a dict of tensors. Received: "
+            f"{type(inputs).__name__}. Expected keys {list(INPUT_NAMES)}."
+        )
+    if set(inputs) != set(INPUT_NAMES):
+        raise ValueError(
+            f"Wrong input keys. Received: {sorted(inputs)}. Expected exactly "
+            f"{sorted(INPUT_NAMES)}."
+        )
+    for name in INPUT_NAMES:
+        value = inputs[name]
+        dtype = str(getattr(value, "dtype", type(value).__name__))
+        allowed = ("int", "uint") + (("bool",) if "mask" in name else ())
+        if not any(part in dtype for part in allowed):
+            raise TypeError(
+                f"`{name}` must be an integer tensor"
+                + (" or a boolean mask" if "mask" in name else "")
+                + f". Received: dtype={dtype}."
+            )
+        rank = len(getattr(value, "shape", ()))
+        if rank != 2:
+            raise ValueError(
+                f"`{name}` must have shape [batch, length]. Received: shape="
+                f"{tuple(getattr(value, 'shape', ()))}."
+            )
+
+
 def alternating_layer_types(num_layers):
     """Gemma 2's pattern: sliding first, then full, alternating."""
     return [LAYER_TYPES[i % 2] for i in range(num_layers)]
@@ -241,12 +283,7 @@ class T5GemmaBackbone(Backbone):
         # === Functional model ===
         inputs = {
             name: keras.Input(shape=(None,), dtype="int32", name=name)
-            for name in (
-                "encoder_token_ids",
-                "encoder_padding_mask",
-                "decoder_token_ids",
-                "decoder_padding_mask",
-            )
+            for name in INPUT_NAMES
         }
         encoder_output = self._encode(
             inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
@@ -280,6 +317,10 @@ class T5GemmaBackbone(Backbone):
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
         self.attention_impl = attention_impl
+
+    def __call__(self, inputs, *args, **kwargs):
+        check_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
 
     # The encoder and decoder passes are methods so that generation can run
     # them separately (encoder once, decoder step by step with caches).

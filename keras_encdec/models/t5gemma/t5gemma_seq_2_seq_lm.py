@@ -13,6 +13,7 @@ from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
     T5GemmaSeq2SeqLMPreprocessor,
@@ -84,6 +85,10 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         logits = self.compute_logits(hidden_states)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
+    def __call__(self, inputs, *args, **kwargs):
+        check_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds the LM from a preset name, folder or hub handle.
@@ -107,7 +112,9 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         """
         fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
         if fmt == preset_loader.KERAS_ENCDEC:
-            return super().from_preset(folder, load_weights=load_weights, **kwargs)
+            lm = super().from_preset(folder, load_weights=load_weights, **kwargs)
+            _check_vocabulary(lm.backbone, lm.preprocessor)
+            return lm
         backbone_kwargs = {}
         if "dtype" in kwargs:
             backbone_kwargs["dtype"] = kwargs.pop("dtype")
@@ -316,8 +323,9 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
 
 
 def _check_vocabulary(backbone, preprocessor):
-    if preprocessor is None or getattr(preprocessor, "tokenizer", None) is None:
-        return
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    if tokenizer is None or getattr(tokenizer, "proto", None) is None:
+        return  # No vocabulary yet (assets load after config); checked later.
     tokenizer_size = preprocessor.tokenizer.vocabulary_size()
     if tokenizer_size is not None and tokenizer_size > backbone.vocabulary_size:
         raise ValueError(
