@@ -14,11 +14,13 @@ Formats are recognised from `config.json` alone. Only JSON, safetensors and
 `.weights.h5` files are read: nothing from a checkpoint is executed.
 """
 
+import difflib
 import json
 import logging
 import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.convert.safetensors_io import SafetensorsReader
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +82,15 @@ def resolve(preset, registry):
     if preset.startswith((HF_PREFIX, KAGGLE_PREFIX)):
         preset = download(preset)
     if not os.path.isdir(preset):
-        close = sorted(name for name in registry if preset.split("/")[-1] in name)
+        close = difflib.get_close_matches(
+            os.path.basename(preset.rstrip("/\\")), registry, n=4, cutoff=0.6
+        )
+        hint = f"Did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise ValueError(
             f"Unknown preset {preset!r}: it is not a keras-encdec preset name, "
             "not an existing folder, and not an hf:// or kaggle:// handle. "
-            f"Known names include: {close[:8] or sorted(registry)[:8]} "
-            f"({len(registry)} in all; see `T5GemmaSeq2SeqLM.presets`)."
+            f"{hint}Known names ({len(registry)}, also in "
+            f"`T5GemmaBackbone.presets`): {', '.join(sorted(registry))}."
         )
     return detect_format(preset), preset
 
@@ -128,6 +133,9 @@ def load_foreign_backbone(cls, fmt, folder, load_weights=True, **kwargs):
         from keras_encdec.convert import transformers_t5gemma as hf
 
         config = hf.read_config(folder)
+        if load_weights:
+            # Fail on missing or corrupt weight files before building.
+            SafetensorsReader(folder)
         backbone_kwargs = hf.backbone_kwargs_from_config(config)
         backbone_kwargs.update(kwargs)
         if backbone_kwargs.get("dtype") is None:
