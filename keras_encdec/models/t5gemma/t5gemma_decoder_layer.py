@@ -205,6 +205,24 @@ class T5GemmaDecoderLayer(keras.layers.Layer):
         hidden_states = residual + self.residual_dropout(x, training=training)
         return hidden_states, (self_cache, cross_cache)
 
+    def compute_output_spec(self, hidden_states, encoder_output=None, **kwargs):
+        """`(hidden, ((key, value), (cross_key, cross_value)))` specs.
+
+        Given directly, so building a model does not trace every block.
+        """
+        batch, length = hidden_states.shape[:2]
+        attention = self.self_attention
+
+        def spec(shape):
+            return keras.KerasTensor(shape, self.compute_dtype)
+
+        def kv_spec(kv_length):
+            shape = (batch, kv_length, attention.num_kv_heads, attention.head_dim)
+            return spec(shape), spec(shape)
+
+        cross_length = None if encoder_output is None else encoder_output.shape[1]
+        return spec(hidden_states.shape), (kv_spec(length), kv_spec(cross_length))
+
     def get_config(self):
         config = super().get_config()
         config.update(self.config_values)

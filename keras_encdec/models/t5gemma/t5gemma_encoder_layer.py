@@ -176,8 +176,9 @@ class T5GemmaEncoderLayer(keras.layers.Layer):
         x = self.post_ffw_norm(x)
         return residual + self.residual_dropout(x, training=training)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def compute_output_spec(self, hidden_states, **kwargs):
+        """Same shape as the input, in the compute dtype (no tracing)."""
+        return keras.KerasTensor(hidden_states.shape, self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -7,6 +7,7 @@ import shutil
 
 from keras import ops
 from keras_hub.models import Seq2SeqLM
+from keras_hub.src.utils.python_utils import classproperty
 from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_encdec.api import register
@@ -88,6 +89,11 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
     def __call__(self, inputs, *args, **kwargs):
         check_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
+
+    @classproperty
+    def presets(cls):
+        """Preset names -> metadata and hub handles."""
+        return dict(T5GEMMA_PRESETS)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

@@ -2,6 +2,7 @@
 
 import keras
 from keras_hub.models import Seq2SeqLMPreprocessor
+from keras_hub.src.utils.python_utils import classproperty
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
 from keras_encdec.api import register
@@ -20,7 +21,8 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
     `<eos>`), and `sample_weight` masks padding. The encoder gets `<eos>`
     appended (and `<bos>` prepended when `add_start_token=True`), like
     keras-hub's T5Gemma. For `generate`, a plain string (or list) is the
-    encoder text and the decoder prompt is just `<bos>`.
+    encoder text and the decoder prompt is just `<bos>`; unlike keras-hub,
+    the encoder input gets the same `<eos>` in `generate` as in `fit`.
 
     Args:
         tokenizer: `keras_encdec.models.T5GemmaTokenizer`.
@@ -147,8 +149,9 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
         encoder_length, decoder_length = self._lengths(
             encoder_sequence_length, decoder_sequence_length, sequence_length
         )
+        # The encoder sees exactly what it saw in training (with `<eos>`).
         encoder_token_ids, encoder_padding_mask = self._pack_encoder(
-            encoder_text, None, False
+            encoder_text, None, self.add_end_token
         )
         decoder_token_ids, decoder_padding_mask = self.decoder_packer(
             self.tokenizer(decoder_text),
@@ -163,6 +166,11 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
             "decoder_padding_mask": decoder_padding_mask,
         }
 
+    @classproperty
+    def presets(cls):
+        """Preset names -> metadata and hub handles."""
+        return dict(T5GEMMA_PRESETS)
+
     @classmethod
     def from_preset(cls, preset, **kwargs):
         """Loads the preprocessor of any preset `T5GemmaBackbone` accepts;
@@ -176,6 +184,8 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
         config = super().get_config()
         config.update(
             {
+                "encoder_sequence_length": self.encoder_sequence_length,
+                "decoder_sequence_length": self.decoder_sequence_length,
                 "add_start_token": self.add_start_token,
                 "add_end_token": self.add_end_token,
             }

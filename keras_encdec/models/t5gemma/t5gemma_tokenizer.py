@@ -1,5 +1,6 @@
 """T5Gemma SentencePiece tokenizer."""
 
+from keras_hub.src.utils.python_utils import classproperty
 from keras_hub.tokenizers import SentencePieceTokenizer
 
 from keras_encdec.api import register
@@ -39,6 +40,11 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
         self._add_special_token("<eos>", "end_token")
         self._add_special_token("<pad>", "pad_token")
         super().__init__(proto=proto, **kwargs)
+
+    @classproperty
+    def presets(cls):
+        """Preset names -> metadata and hub handles."""
+        return dict(T5GEMMA_PRESETS)
 
     @classmethod
     def from_preset(cls, preset, **kwargs):

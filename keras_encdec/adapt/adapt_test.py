@@ -1,0 +1,90 @@
+"""Invariants 1-3: the adapted model still holds its Gemma 2 source."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_encdec.adapt import adapt_decoder_only
+from keras_encdec.adapt.conftest import FINAL_CAP
+from keras_encdec.adapt.conftest import LENGTH
+from keras_encdec.adapt.conftest import WINDOW
+from keras_encdec.adapt.conftest import token_batch
+from keras_encdec.adapt.verify import causal_encoder_hidden_states
+from keras_encdec.adapt.verify import max_abs_difference
+
+TOLERANCE = 1e-5
+
+
+def seq2seq_inputs(ids, mask, encoder_length=7):
+    return {
+        "encoder_token_ids": ids[:, :encoder_length],
+        "encoder_padding_mask": mask[:, :encoder_length],
+        "decoder_token_ids": ids,
+        "decoder_padding_mask": mask,
+    }
+
+
+@pytest.fixture(scope="module")
+def adapted_zeros(gemma2_lm):
+    return adapt_decoder_only(gemma2_lm, cross_attention_init="zeros")
+
+
+def test_window_shorter_than_sequence(gemma2_lm):
+    assert WINDOW < LENGTH
+    assert gemma2_lm.backbone.use_sliding_window_attention
+
+
+def test_encoder_run_causally_reproduces_keras_hub_source(
+    gemma2_lm, adapted_zeros
+):
+    backbone = adapted_zeros.backbone
+    assert backbone.encoder_sliding_window == WINDOW
+    assert not backbone.encoder_layers[0].self_attention.causal
+    ids, mask = token_batch(backbone.vocabulary_size)
+    source = gemma2_lm.backbone({"token_ids": ids, "padding_mask": mask})
+    ours = causal_encoder_hidden_states(backbone, ids, mask)
+    error = max_abs_difference(ours, source)
+    print(f"invariant 1 (keras-hub) max-abs: {error:.3g}")
+    assert error <= TOLERANCE
+    # Bidirectional, the encoder is a different function of the same weights.
+    bidirectional = backbone.encode(ids, mask)
+    assert max_abs_difference(bidirectional, source) > 1e-2
+
+
+def test_zeros_init_decoder_reproduces_keras_hub_logits(
+    gemma2_lm, adapted_zeros
+):
+    ids, mask = token_batch(adapted_zeros.backbone.vocabulary_size, seed=1)
+    source = gemma2_lm({"token_ids": ids, "padding_mask": mask})
+    ours = adapted_zeros(seq2seq_inputs(ids, mask))
+    error = max_abs_difference(ours, source)
+    print(f"invariant 2 (keras-hub) max-abs: {error:.3g}")
+    assert error <= TOLERANCE
+    # The final soft-cap is active: some logits sit near the cap.
+    assert np.abs(ops.convert_to_numpy(source)).max() > 0.5 * FINAL_CAP
+
+
+def test_transformers_gemma2_folder(hf_gemma2_folder, hf_adapted):
+    import torch
+
+    _, model = hf_gemma2_folder
+    lm = hf_adapted
+    backbone = lm.backbone
+    assert backbone.decoder_query_pre_attn_scalar == 12
+    assert backbone.decoder_rope_max_wavelength == 500.0
+    ids, mask = token_batch(backbone.vocabulary_size, seed=2)
+    with torch.no_grad():
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        logits = model(input_ids=input_ids).logits.float().numpy()
+        hidden = model.model(input_ids=input_ids).last_hidden_state.numpy()
+    encoder_error = max_abs_difference(
+        causal_encoder_hidden_states(backbone, ids, mask), hidden
+    )
+    logits_error = max_abs_difference(lm(seq2seq_inputs(ids, mask)), logits)
+    print(
+        f"invariant 3 (transformers) max-abs: encoder {encoder_error:.3g}, "
+        f"logits {logits_error:.3g}"
+    )
+    assert encoder_error <= TOLERANCE
+    assert logits_error <= TOLERANCE
+    assert lm.preprocessor is not None  # Text generation: see cli_test.

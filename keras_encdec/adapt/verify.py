@@ -1,0 +1,74 @@
+"""Checks that an adapted model still holds its source model.
+
+`causal_encoder_hidden_states` runs an adapted encoder with causal masks
+(and the source's causal sliding windows, `q - W < k <= q`). Its output
+must equal the source decoder-only model's final hidden states: the
+adaptation only removed the causal mask. The model is not modified: the
+encoder's norms and MLPs are reused, and each self-attention is run through
+a causal twin built from the same config and weights.
+"""
+
+from keras import ops
+
+from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
+from keras_encdec.models.t5gemma.t5gemma_backbone import scale_embeddings
+
+
+def causal_twin(attention):
+    """A causal copy of a `T5GemmaAttention`, sharing no variables."""
+    config = dict(attention.get_config(), causal=True)
+    twin = T5GemmaAttention.from_config(config)
+    width = attention.query_dense.kernel.shape[0]
+    twin.build((None, None, width))
+    twin.set_weights(attention.get_weights())
+    return twin
+
+
+def causal_encoder_hidden_states(backbone, token_ids, padding_mask=None):
+    """Runs `backbone`'s encoder causally; returns its final hidden states.
+
+    Args:
+        backbone: `keras_encdec.models.T5GemmaBackbone`.
+        token_ids: int array `[batch, length]`.
+        padding_mask: array `[batch, length]` or None. Defaults to `None`
+            (no padding).
+
+    Returns:
+        A tensor `[batch, length, encoder_hidden_dim]`.
+
+    Examples:
+
+    >>> import numpy as np, keras_hub
+    >>> from keras_encdec.adapt import adapt_decoder_only
+    >>> gemma2 = keras_hub.models.GemmaBackbone(
+    ...     vocabulary_size=32, num_layers=2, num_query_heads=2,
+    ...     num_key_value_heads=1, hidden_dim=16, intermediate_dim=64,
+    ...     head_dim=8, use_post_ffw_norm=True, use_post_attention_norm=True,
+    ...     attention_logit_soft_cap=50.0, final_logit_soft_cap=30.0,
+    ...     use_sliding_window_attention=True, sliding_window_size=2)
+    >>> lm = adapt_decoder_only(gemma2, cross_attention_init="zeros")
+    >>> ids, mask = np.array([[3, 4, 5, 6, 7]]), np.ones((1, 5), "int32")
+    >>> ours = causal_encoder_hidden_states(lm.backbone, ids, mask)
+    >>> theirs = gemma2({"token_ids": ids, "padding_mask": mask})
+    >>> max_abs_difference(ours, theirs) < 1e-5
+    True
+    """
+    x = backbone.token_embedding(token_ids)
+    x = scale_embeddings(x, backbone.token_embedding.output_dim)
+    for layer in backbone.encoder_layers:
+        attention = causal_twin(layer.self_attention)
+        residual = x
+        h = layer.pre_self_attention_norm(x)
+        h, _ = attention(h, key_padding_mask=padding_mask)
+        x = residual + layer.post_self_attention_norm(h)
+        residual = x
+        h = layer.post_ffw_norm(layer.mlp(layer.pre_ffw_norm(x)))
+        x = residual + h
+    return backbone.encoder_norm(x)
+
+
+def max_abs_difference(a, b):
+    """`max |a - b|` as a Python float (any backend tensors or arrays)."""
+    a = ops.convert_to_numpy(ops.cast(a, "float32"))
+    b = ops.convert_to_numpy(ops.cast(b, "float32"))
+    return float(abs(a - b).max())
