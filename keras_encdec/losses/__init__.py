@@ -1,0 +1,15 @@
+"""Losses computed from hidden states without materializing the logits."""
+
+from keras_encdec.losses.linear_cross_entropy import BF16_FILTER_EPS
+from keras_encdec.losses.linear_cross_entropy import IMPLS
+from keras_encdec.losses.linear_cross_entropy import PALLAS_INTERPRET_ENV
+from keras_encdec.losses.linear_cross_entropy import REDUCTIONS
+from keras_encdec.losses.linear_cross_entropy import linear_cross_entropy
+
+__all__ = [
+    "BF16_FILTER_EPS",
+    "IMPLS",
+    "PALLAS_INTERPRET_ENV",
+    "REDUCTIONS",
+    "linear_cross_entropy",
+]

@@ -1,0 +1,53 @@
+"""Pallas kernels in interpret mode (jax backend, CPU)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_encdec.losses import PALLAS_INTERPRET_ENV
+from keras_encdec.losses.linear_cross_entropy_test import (
+    check_against_reference,
+)
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="Pallas kernels run on the jax backend only",
+)
+
+
+@pytest.fixture(autouse=True)
+def interpret_mode(monkeypatch):
+    monkeypatch.setenv(PALLAS_INTERPRET_ENV, "1")
+
+
+def test_pallas_matches_float64_reference():
+    check_against_reference("pallas", cap=30.0, reduction="none")
+
+
+def test_pallas_weights_all_ignored_and_filter():
+    check_against_reference("pallas", weighted=True, cap=30.0, chunk_size=256)
+    value, dh, de = check_against_reference("pallas", ignored=1.1)
+    assert float(value) == 0.0 and not np.any(dh) and not np.any(de)
+
+
+def test_pallas_bf16_error_no_worse_than_dense():
+    from keras_encdec.losses.linear_cross_entropy_test import bf16_errors
+
+    dense_errors, want = bf16_errors("dense")
+    pallas_errors, _ = bf16_errors("pallas")
+    for got, dense, ref in zip(pallas_errors, dense_errors, want):
+        assert got <= dense + 2.0**-8 * float(np.abs(ref).max())
+
+
+def test_pallas_filter_matches_xla_filter():
+    from keras_encdec.losses.linear_cross_entropy_test import make_problem
+    from keras_encdec.losses.linear_cross_entropy_test import value_and_grads
+
+    hidden, embedding, labels, _ = make_problem(n=64)
+    # eps=0.5 drops every softmax entry, so both keep only the one-hot terms.
+    xla = value_and_grads(hidden, embedding, labels, impl="xla",
+                          filter_eps=0.5)
+    pallas = value_and_grads(hidden, embedding, labels, impl="pallas",
+                             filter_eps=0.5)
+    for a, b in zip(xla, pallas):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
