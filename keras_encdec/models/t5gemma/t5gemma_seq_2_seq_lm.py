@@ -13,6 +13,7 @@ from keras_hub.src.utils.tensor_utils import any_equal
 from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
+from keras_encdec.losses import linear_cross_entropy
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
@@ -188,6 +189,106 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
             else:
                 shutil.copyfile(proto, target)
 
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        weighted_metrics="auto",
+        sampler="top_k",
+        loss_impl=None,
+        **kwargs,
+    ):
+        """Configures training and generation.
+
+        With `loss="auto"` (the default), `fit` trains with the chunked
+        linear cross-entropy (`keras_encdec.losses.linear_cross_entropy`)
+        computed from the decoder hidden states and the output embedding,
+        with the final soft-cap fused in: no `[batch, length, vocab]` logits
+        are built in a training step. The loss is the weighted mean over
+        tokens, `sum(w * loss) / sum(w)`. Metrics that need logits are then
+        unavailable, so `weighted_metrics="auto"` means none. Pass any Keras
+        loss (e.g. `keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)`) to train on materialized logits instead, as
+        keras-hub does; `"auto"` metrics are then token accuracy.
+
+        Args:
+            optimizer: `"auto"` (Adam, 2e-5) or a Keras optimizer.
+            loss: `"auto"` for the chunked loss, or a Keras loss.
+            weighted_metrics: `"auto"` or a list of Keras metrics.
+            sampler: a keras-hub sampler name or instance for `generate`.
+                Defaults to `"top_k"`, as in keras-hub.
+            loss_impl: str or None. `impl` of the chunked loss (`"xla"`,
+                `"pallas"`, `"triton"`, `"dense"`). Defaults to `None` (the
+                best that runs here).
+            **kwargs: passed to `keras.Model.compile`.
+
+        Examples:
+
+        >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+        >>> lm.compile(optimizer="adam")  # chunked loss
+        >>> history = lm.fit({"encoder_text": ["a b"], "decoder_text": ["c"]},
+        ...                  verbose=0)
+        """
+        self.fused_loss = loss == "auto"
+        self.loss_impl = loss_impl
+        if self.fused_loss:
+            loss = None
+            if weighted_metrics == "auto":
+                weighted_metrics = None
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            weighted_metrics=weighted_metrics,
+            sampler=sampler,
+            **kwargs,
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if training and getattr(self, "fused_loss", False):
+            # Training step with the chunked loss: hidden states, no logits.
+            return self.backbone(inputs, training=training)[
+                "decoder_sequence_output"
+            ]
+        return super().call(inputs, training=training, mask=mask)
+
+    def output_embedding(self):
+        """The `[vocab, width]` output embedding (tied or untied head)."""
+        embedding = self.backbone.decoder_token_embedding
+        if embedding.tie_weights:
+            return embedding.embeddings
+        return ops.transpose(embedding.reverse_embeddings)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        if not getattr(self, "fused_loss", False):
+            return super().compute_loss(
+                x, y, y_pred, sample_weight, training=training
+            )
+        if y is None:
+            raise ValueError(
+                "fit/evaluate need targets `y`: token ids [batch, length]. "
+                "Received y=None. Pass (x, y[, sample_weight]) or attach a "
+                "preprocessor that builds them from text."
+            )
+        soft_cap = self.backbone.final_logit_soft_cap
+        if training:
+            loss = linear_cross_entropy(
+                y_pred,
+                self.output_embedding(),
+                y,
+                sample_weight=sample_weight,
+                logit_soft_cap=soft_cap,
+                impl=self.loss_impl,
+            )
+        else:
+            # evaluate(): `call` returned logits; same loss, same reduction.
+            loss = _token_mean_cross_entropy(y_pred, y, sample_weight)
+        for extra in self.losses:
+            loss = loss + self._aggregate_additional_loss(extra)
+        return loss
+
     def compute_logits(self, hidden_states):
         """Maps decoder hidden states to soft-capped vocabulary logits."""
         logits = self.backbone.decoder_token_embedding(
@@ -340,3 +441,21 @@ def _check_vocabulary(backbone, preprocessor):
             f"vocabulary_size={backbone.vocabulary_size}. Expected the "
             "tokenizer vocabulary to fit in the backbone vocabulary."
         )
+
+
+def _token_mean_cross_entropy(logits, labels, sample_weight):
+    """`sum(w * ce) / sum(w)` from logits (the chunked loss's reduction)."""
+    logits = ops.cast(logits, "float32")
+    log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+    labels = ops.cast(labels, "int32")
+    valid = ops.not_equal(labels, -100)
+    picked = ops.take_along_axis(
+        log_probs, ops.expand_dims(ops.where(valid, labels, 0), -1), axis=-1
+    )[..., 0]
+    weight = ops.cast(valid, "float32")
+    if sample_weight is not None:
+        weight = weight * ops.cast(sample_weight, "float32")
+    total = ops.sum(weight)
+    return ops.where(
+        total > 0, -ops.sum(picked * weight) / ops.maximum(total, 1e-12), 0.0
+    )
