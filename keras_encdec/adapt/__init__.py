@@ -9,7 +9,7 @@ DIR`.
 """
 
 from keras_encdec.adapt.adapt import adapt_decoder_only
-from keras_encdec.adapt.sources import AdaptationError
+from keras_encdec.adapt.source_types import AdaptationError
 from keras_encdec.adapt.warmup import CrossAttentionWarmup
 
 __all__ = ["adapt_decoder_only", "CrossAttentionWarmup", "AdaptationError"]

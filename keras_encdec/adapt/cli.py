@@ -15,7 +15,7 @@ import logging
 from keras_encdec.adapt.adapt import build_adapted
 from keras_encdec.adapt.adapt import plan_adaptation
 from keras_encdec.adapt.mapping import CROSS_ATTENTION_INITS
-from keras_encdec.adapt.sources import AdaptationError
+from keras_encdec.adapt.source_types import AdaptationError
 from keras_encdec.convert.safetensors_io import CheckpointError
 
 logger = logging.getLogger(__name__)

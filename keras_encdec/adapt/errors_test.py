@@ -7,7 +7,7 @@ import pytest
 from keras_encdec.adapt import AdaptationError
 from keras_encdec.adapt import adapt_decoder_only
 from keras_encdec.adapt.conftest import keras_hub_gemma2
-from keras_encdec.adapt.sources import GemmaSource
+from keras_encdec.adapt.source_types import GemmaSource
 from keras_encdec.adapt.sources import open_source
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.testing import train_sentencepiece

@@ -11,11 +11,11 @@ import os
 import numpy as np
 from keras import ops
 
-from keras_encdec.adapt.sources import FULL
-from keras_encdec.adapt.sources import SLIDING
-from keras_encdec.adapt.sources import AdaptationError
-from keras_encdec.adapt.sources import GemmaSource
-from keras_encdec.adapt.sources import identity
+from keras_encdec.adapt.source_types import FULL
+from keras_encdec.adapt.source_types import SLIDING
+from keras_encdec.adapt.source_types import AdaptationError
+from keras_encdec.adapt.source_types import GemmaSource
+from keras_encdec.adapt.source_types import identity
 from keras_encdec.convert.safetensors_io import CheckpointError
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import logging
 
 import numpy as np
 
-from keras_encdec.adapt.sources import AdaptationError
-from keras_encdec.adapt.sources import ATTENTION_ROLES
+from keras_encdec.adapt.source_types import AdaptationError
+from keras_encdec.adapt.source_types import ATTENTION_ROLES
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
 

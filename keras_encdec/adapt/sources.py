@@ -23,71 +23,15 @@ Only JSON, safetensors and keras-hub's own classes are loaded: no code
 from a checkpoint is run. The readers live in `keras_hub_source` and
 `transformers_source`.
 """
-
-import json
 import os
 
+from keras_encdec.adapt.keras_hub_source import from_keras_hub
+from keras_encdec.adapt.keras_hub_source import from_keras_hub_preset
+from keras_encdec.adapt.source_types import AdaptationError  # noqa: F401
+from keras_encdec.adapt.source_types import GemmaSource
+from keras_encdec.adapt.source_types import read_json
+from keras_encdec.adapt.transformers_source import from_transformers_folder
 from keras_encdec.convert.safetensors_io import CheckpointError
-
-TOKENIZER_FILE = "tokenizer.model"
-SLIDING, FULL = "sliding_attention", "full_attention"
-CONFIG_KEYS = (
-    "vocabulary_size", "hidden_dim", "intermediate_dim", "num_layers",
-    "num_heads", "num_kv_heads", "head_dim", "layer_types", "sliding_window",
-    "attention_logit_soft_cap", "final_logit_soft_cap",
-    "query_pre_attn_scalar", "rope_max_wavelength", "rms_norm_eps",
-    "hidden_activation", "tie_word_embeddings", "dtype",
-)
-# Per-layer weight roles, in keras-encdec's layout.
-ATTENTION_ROLES = ("query", "key", "value", "output")
-NORM_ROLES = ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
-              "post_ffw_norm")
-MLP_ROLES = ("gate", "up", "down")
-LAYER_ROLES = ATTENTION_ROLES + NORM_ROLES + MLP_ROLES
-GLOBAL_ROLES = ("embedding", "final_norm", "lm_head")
-
-
-class AdaptationError(ValueError):
-    """A source cannot be adapted (wrong architecture, mismatched pair)."""
-
-
-def identity(w):
-    return w
-
-
-def transpose(w):
-    return w.T
-
-
-class GemmaSource:
-    """One decoder-only Gemma 2 checkpoint (see the module docstring).
-
-    Args:
-        description: str. Names the source in messages.
-        config: dict. Architecture, keys `CONFIG_KEYS`.
-        tensors: dict. `(role, layer or None) -> (name, transform)`.
-        read: callable. `read(name) -> np.ndarray`.
-        tokenizer_proto: bytes or None. The SentencePiece model.
-    """
-
-    def __init__(self, description, config, tensors, read, tokenizer_proto):
-        self.description = description
-        self.config = config
-        self._tensors = tensors
-        self.read = read
-        self.tokenizer_proto = tokenizer_proto
-
-    def names(self):
-        return [name for name, _ in self._tensors.values()]
-
-    def tensor(self, role, layer=None):
-        return self._tensors[(role, layer)]
-
-    def has(self, role, layer=None):
-        return (role, layer) in self._tensors
-
-    def __repr__(self):
-        return f"GemmaSource({self.description})"
 
 
 def open_source(source):
@@ -113,10 +57,6 @@ def open_source(source):
     if isinstance(source, GemmaSource):
         return source
     import keras_hub
-
-    from keras_encdec.adapt.keras_hub_source import from_keras_hub
-    from keras_encdec.adapt.keras_hub_source import from_keras_hub_preset
-    from keras_encdec.adapt.transformers_source import from_transformers_folder
 
     if isinstance(source, keras_hub.models.CausalLM):
         tokenizer = getattr(source.preprocessor, "tokenizer", None)
@@ -146,16 +86,3 @@ def open_source(source):
             "Gemma2ForCausalLM folder."
         )
     return from_keras_hub_preset(source, None)
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as e:
-        raise CheckpointError(
-            f"Missing '{os.path.basename(path)}' in "
-            f"'{os.path.dirname(path)}': not a checkpoint folder."
-        ) from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"Corrupt JSON in '{path}': {e}.") from e

@@ -6,14 +6,14 @@ tensor by tensor) and `tokenizer.model` are read: no checkpoint code runs.
 
 import os
 
-from keras_encdec.adapt.sources import FULL
-from keras_encdec.adapt.sources import SLIDING
-from keras_encdec.adapt.sources import TOKENIZER_FILE
-from keras_encdec.adapt.sources import AdaptationError
-from keras_encdec.adapt.sources import GemmaSource
-from keras_encdec.adapt.sources import identity
-from keras_encdec.adapt.sources import read_json
-from keras_encdec.adapt.sources import transpose
+from keras_encdec.adapt.source_types import FULL
+from keras_encdec.adapt.source_types import SLIDING
+from keras_encdec.adapt.source_types import TOKENIZER_FILE
+from keras_encdec.adapt.source_types import AdaptationError
+from keras_encdec.adapt.source_types import GemmaSource
+from keras_encdec.adapt.source_types import identity
+from keras_encdec.adapt.source_types import read_json
+from keras_encdec.adapt.source_types import transpose
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
 
