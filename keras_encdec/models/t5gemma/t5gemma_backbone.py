@@ -13,6 +13,8 @@ from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLaye
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma.t5gemma_layers import kernel_initializer
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+from keras_encdec.training import layout_map as layout_map_lib
+from keras_encdec.training import lora as lora_lib
 
 # Per-stack (encoder / decoder) settings, in `__init__` order.
 STACK_ARGS = (
@@ -455,6 +457,136 @@ class T5GemmaBackbone(Backbone):
             }
         )
         return config
+
+    # === Fine-tuning (implementations in `keras_encdec.training`) ===
+
+    def enable_lora(
+        self, rank, target_layer_names=None, *, alpha=None, target="attention"
+    ):
+        """Freezes every weight and adds LoRA adapters to the targets.
+
+        `target="attention"` covers query, key, value and attention_output
+        of every self- and cross-attention in the encoder and decoder.
+        Embeddings and norms always stay frozen. The adapters are float32
+        (`lora_kernel_a`, `lora_kernel_b`); the output is
+        `x @ (W + alpha / rank * A @ B)`, and `B` starts at zero, so the
+        model is unchanged until trained.
+
+        Args:
+            rank: int. LoRA rank.
+            target_layer_names: list of str or None. keras-hub's argument;
+                when given it replaces `target`. Defaults to `None`.
+            alpha: float or None. LoRA scale numerator. Defaults to `rank`
+                (scale 1).
+            target: str or list of str. `"attention"`, `"attention+mlp"`,
+                `"all"`, or a list of aliases
+                (`"decoder.cross_attention"`, `"encoder.mlp.ffw_linear"`,
+                `"decoder"`), bare layer names (`"query"`) or globs over
+                paths (`"decoder_layer_*/self_attention/*"`). See
+                `keras_encdec.training.resolve_lora_targets`. Defaults to
+                `"attention"`.
+
+        Returns:
+            int. The number of trainable parameters (also logged).
+
+        Examples:
+
+        >>> import numpy as np
+        >>> backbone = T5GemmaBackbone.from_preset("t5gemma_tiny_random")
+        >>> count = backbone.enable_lora(4, target="decoder.cross_attention")
+        >>> count == sum(int(np.prod(v.shape))
+        ...              for v in backbone.trainable_weights)
+        True
+        """
+        if target_layer_names is not None:
+            target = list(target_layer_names)
+        return lora_lib.enable_lora(self, rank, target=target, alpha=alpha)
+
+    def save_lora_weights(self, filepath):
+        """Saves only the LoRA factors, with rank, alpha and targets.
+
+        Args:
+            filepath: str. A path ending in `.lora.h5`.
+
+        Examples:
+
+        >>> import os, tempfile
+        >>> backbone = T5GemmaBackbone.from_preset("t5gemma_tiny_random")
+        >>> _ = backbone.enable_lora(2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "adapter.lora.h5")
+        >>> backbone.save_lora_weights(path)
+        >>> fresh = T5GemmaBackbone.from_preset("t5gemma_tiny_random")
+        >>> fresh.load_lora_weights(path)
+        >>> len(fresh.trainable_weights) == len(backbone.trainable_weights)
+        True
+        """
+        lora_lib.save_lora_weights(self, filepath)
+
+    def load_lora_weights(self, filepath):
+        """Loads an adapter file; enables LoRA with its settings if needed.
+
+        Args:
+            filepath: str. A file written by `save_lora_weights`.
+        """
+        lora_lib.load_lora_weights(self, filepath)
+
+    def merge_lora(self):
+        """Folds the adapters into the base kernels and removes them.
+
+        Afterwards the backbone is a plain model (every weight trainable)
+        that exports to transformers. Compiled functions of a task holding
+        this backbone are reset by `keras_encdec.training.merge_lora(task)`;
+        eager calls need nothing.
+
+        Returns:
+            int. The number of merged projections.
+
+        Examples:
+
+        >>> backbone = T5GemmaBackbone.from_preset("t5gemma_tiny_random")
+        >>> _ = backbone.enable_lora(2)
+        >>> backbone.merge_lora() > 0
+        True
+        """
+        return lora_lib.merge_lora(self)
+
+    @staticmethod
+    def get_layout_map(
+        device_mesh,
+        model_parallel_dim_name="model",
+        data_parallel_dim_name="batch",
+    ):
+        """The `keras.distribution.LayoutMap` for `ModelParallel`.
+
+        Every weight of rank >= 2 is mapped: attention heads and the MLP
+        width go over the model axis, the other matrix dimension over the
+        data axis; embeddings shard vocabulary over the model axis and width
+        over the data axis; LoRA factors follow their kernel. A sharded
+        dimension must be divisible by its axis size (e.g. `num_kv_heads`
+        by the model axis). See `keras_encdec.training.layout_map`.
+
+        Args:
+            device_mesh: `keras.distribution.DeviceMesh`. The mesh.
+            model_parallel_dim_name: str. Mesh axis for model parallelism.
+                Defaults to `"model"`.
+            data_parallel_dim_name: str. Mesh axis for data parallelism.
+                Defaults to `"batch"`.
+
+        Returns:
+            `keras.distribution.LayoutMap`.
+
+        Examples:
+
+        >>> import keras
+        >>> mesh = keras.distribution.DeviceMesh(
+        ...     (1, 1), ["batch", "model"], keras.distribution.list_devices()[:1])
+        >>> layout_map = T5GemmaBackbone.get_layout_map(mesh)
+        >>> layout_map["decoder_layer_0/mlp/ffw_linear/kernel"].axes
+        ('model', 'batch')
+        """
+        return layout_map_lib.get_layout_map(
+            device_mesh, model_parallel_dim_name, data_parallel_dim_name
+        )
 
 
 def _check_stack(side, stack):

@@ -255,9 +255,20 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
     def output_embedding(self):
         """The `[vocab, width]` output embedding (tied or untied head)."""
         embedding = self.backbone.decoder_token_embedding
-        if embedding.tie_weights:
-            return embedding.embeddings
-        return ops.transpose(embedding.reverse_embeddings)
+        matrix = (
+            embedding.embeddings
+            if embedding.tie_weights
+            else ops.transpose(embedding.reverse_embeddings)
+        )
+        if "int" in str(matrix.dtype):
+            raise TypeError(
+                "The chunked loss needs a floating-point output embedding. "
+                f"Received: a quantized embedding (dtype={matrix.dtype}). "
+                "Quantize only the projections (e.g. `layer.quantize('int8')` "
+                "on attention/MLP layers), or compile with a Keras loss to "
+                "train on logits."
+            )
+        return matrix
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True

@@ -172,8 +172,8 @@ def test_save_to_preset_round_trip_and_lora(tmp_path):
     trainable = {w.path for w in restored.backbone.trainable_weights}
     assert trainable and all("lora" in path for path in trainable)
     # 2 encoder + 2 decoder self-attentions and 2 cross-attentions, each
-    # with LoRA on query and value: A and B matrices.
-    assert len(trainable) == 6 * 2 * 2
+    # with LoRA on query, key, value and output: A and B matrices.
+    assert len(trainable) == 6 * 4 * 2
 
 
 def test_bad_inputs_raise_clear_errors():

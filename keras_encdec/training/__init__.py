@@ -1,0 +1,24 @@
+"""Fine-tuning helpers: LoRA, sharding layouts, resumable checkpoints.
+
+The LoRA and layout functions are also reachable as `T5GemmaBackbone`
+methods (`enable_lora`, `save_lora_weights`, `load_lora_weights`,
+`merge_lora`, `get_layout_map`).
+"""
+
+from keras_encdec.training.backup_and_restore import AtomicBackupAndRestore
+from keras_encdec.training.layout_map import get_layout_map
+from keras_encdec.training.lora import enable_lora
+from keras_encdec.training.lora import load_lora_weights
+from keras_encdec.training.lora import merge_lora
+from keras_encdec.training.lora import resolve_lora_targets
+from keras_encdec.training.lora import save_lora_weights
+
+__all__ = [
+    "AtomicBackupAndRestore",
+    "enable_lora",
+    "get_layout_map",
+    "load_lora_weights",
+    "merge_lora",
+    "resolve_lora_targets",
+    "save_lora_weights",
+]
