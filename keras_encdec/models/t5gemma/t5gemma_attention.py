@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_encdec.api import register
-from keras_encdec.models.t5gemma.t5gemma_layers import kernel_initializer
+from keras_encdec.models.t5gemma.t5gemma_layers import einsum_dense
 from keras_encdec.ops import apply_rotary_embedding, dot_product_attention
 
 SELF_ATTENTION = "self"
@@ -106,12 +106,8 @@ class T5GemmaAttention(keras.layers.Layer):
         self.attention_impl = attention_impl
 
         def projection(equation, shape, name):
-            return keras.layers.EinsumDense(
-                equation,
-                output_shape=shape,
-                kernel_initializer=kernel_initializer(initializer_range),
-                dtype=self.dtype_policy,
-                name=name,
+            return einsum_dense(
+                equation, shape, name, initializer_range, self.dtype_policy
             )
 
         self.query_dense = projection(

@@ -8,7 +8,7 @@ from keras_hub.src.utils.python_utils import classproperty
 from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_decoder_layer import T5GemmaDecoderLayer
-from keras_encdec.models.t5gemma.t5gemma_encoder_layer import LAYER_TYPES
+from keras_encdec.models.t5gemma.t5gemma_block import LAYER_TYPES
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma.t5gemma_layers import kernel_initializer

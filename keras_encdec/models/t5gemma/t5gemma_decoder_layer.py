@@ -4,13 +4,11 @@ import keras
 
 from keras_encdec.api import register
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
-from keras_encdec.models.t5gemma.t5gemma_encoder_layer import check_layer_type
-from keras_encdec.models.t5gemma.t5gemma_encoder_layer import sandwich_norms
-from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaMLP
+from keras_encdec.models.t5gemma.t5gemma_block import T5GemmaBlock
 
 
 @register
-class T5GemmaDecoderLayer(keras.layers.Layer):
+class T5GemmaDecoderLayer(T5GemmaBlock):
     """Decoder block: causal self-attention, cross-attention, then MLP.
 
     Each sublayer is sandwich-normed: `x + post(sublayer(pre(x)))`. Sliding
@@ -51,95 +49,17 @@ class T5GemmaDecoderLayer(keras.layers.Layer):
     (1, 3, 16)
     """
 
-    def __init__(
-        self,
-        hidden_dim,
-        intermediate_dim,
-        num_heads,
-        num_kv_heads,
-        head_dim,
-        layer_type,
-        sliding_window=None,
-        query_pre_attn_scalar=None,
-        attention_logit_soft_cap=None,
-        rope_max_wavelength=10000.0,
-        rms_norm_eps=1e-6,
-        hidden_activation="gelu_approximate",
-        dropout_rate=0.0,
-        attention_dropout=0.0,
-        initializer_range=0.02,
-        attention_impl=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        window = check_layer_type(layer_type, sliding_window)
-        self.config_values = dict(
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            num_heads=num_heads,
-            num_kv_heads=num_kv_heads,
-            head_dim=head_dim,
-            layer_type=layer_type,
-            sliding_window=sliding_window,
-            query_pre_attn_scalar=query_pre_attn_scalar,
-            attention_logit_soft_cap=attention_logit_soft_cap,
-            rope_max_wavelength=rope_max_wavelength,
-            rms_norm_eps=rms_norm_eps,
-            hidden_activation=hidden_activation,
-            dropout_rate=dropout_rate,
-            attention_dropout=attention_dropout,
-            initializer_range=initializer_range,
-            attention_impl=attention_impl,
-        )
-        common = dict(
-            query_pre_attn_scalar=query_pre_attn_scalar,
-            logit_soft_cap=attention_logit_soft_cap,
-            dropout_rate=attention_dropout,
-            initializer_range=initializer_range,
-            attention_impl=attention_impl,
-            dtype=self.dtype_policy,
-        )
-        self.self_attention = T5GemmaAttention(
-            hidden_dim,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            "self",
-            causal=True,
-            sliding_window=window,
-            rope_max_wavelength=rope_max_wavelength,
-            name="self_attention",
-            **common,
-        )
+    causal = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.cross_attention = T5GemmaAttention(
-            hidden_dim,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            "cross",
+            attention_type="cross",
             name="cross_attention",
-            **common,
-        )
-        self.pre_self_attention_norm, self.post_self_attention_norm = (
-            sandwich_norms(self, "self_attention", rms_norm_eps)
+            **self.attention_options,
         )
         self.pre_cross_attention_norm, self.post_cross_attention_norm = (
-            sandwich_norms(self, "cross_attention", rms_norm_eps)
-        )
-        self.mlp = T5GemmaMLP(
-            hidden_dim,
-            intermediate_dim,
-            hidden_activation=hidden_activation,
-            dropout_rate=dropout_rate,
-            initializer_range=initializer_range,
-            dtype=self.dtype_policy,
-            name="mlp",
-        )
-        self.pre_ffw_norm, self.post_ffw_norm = sandwich_norms(
-            self, "ffw", rms_norm_eps
-        )
-        self.residual_dropout = keras.layers.Dropout(
-            dropout_rate, dtype=self.dtype_policy, name="residual_dropout"
+            self.sandwich_norms("cross_attention")
         )
 
     def build(self, hidden_states_shape, encoder_output_shape=None):
@@ -174,7 +94,6 @@ class T5GemmaDecoderLayer(keras.layers.Layer):
         is the `(key, value)` tuple the attention used. `encoder_output` may
         be None when `cross_attention_cache` holds the encoder keys/values.
         """
-        residual = hidden_states
         x = self.pre_self_attention_norm(hidden_states)
         x, self_cache = self.self_attention(
             x,
@@ -184,9 +103,8 @@ class T5GemmaDecoderLayer(keras.layers.Layer):
             training=training,
         )
         x = self.post_self_attention_norm(x)
-        hidden_states = residual + self.residual_dropout(x, training=training)
+        hidden_states = self.residual(hidden_states, x, training)
 
-        residual = hidden_states
         x = self.pre_cross_attention_norm(hidden_states)
         x, cross_cache = self.cross_attention(
             x,
@@ -196,13 +114,8 @@ class T5GemmaDecoderLayer(keras.layers.Layer):
             training=training,
         )
         x = self.post_cross_attention_norm(x)
-        hidden_states = residual + self.residual_dropout(x, training=training)
-
-        residual = hidden_states
-        x = self.pre_ffw_norm(hidden_states)
-        x = self.mlp(x, training=training)
-        x = self.post_ffw_norm(x)
-        hidden_states = residual + self.residual_dropout(x, training=training)
+        hidden_states = self.residual(hidden_states, x, training)
+        hidden_states = self.feed_forward(hidden_states, training)
         return hidden_states, (self_cache, cross_cache)
 
     def compute_output_spec(self, hidden_states, encoder_output=None, **kwargs):
@@ -222,8 +135,3 @@ class T5GemmaDecoderLayer(keras.layers.Layer):
 
         cross_length = None if encoder_output is None else encoder_output.shape[1]
         return spec(hidden_states.shape), (kv_spec(length), kv_spec(cross_length))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self.config_values)
-        return config

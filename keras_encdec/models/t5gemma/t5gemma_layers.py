@@ -11,6 +11,17 @@ def kernel_initializer(initializer_range):
     return keras.initializers.RandomNormal(mean=0.0, stddev=initializer_range)
 
 
+def einsum_dense(equation, output_shape, name, initializer_range, dtype):
+    """A bias-free `EinsumDense` projection with the T5Gemma initializer."""
+    return keras.layers.EinsumDense(
+        equation,
+        output_shape=output_shape,
+        kernel_initializer=kernel_initializer(initializer_range),
+        dtype=dtype,
+        name=name,
+    )
+
+
 @register
 class T5GemmaRMSNormalization(keras.layers.Layer):
     """RMS normalization with a `(1 + scale)` weight, computed in float32.
@@ -94,12 +105,8 @@ class T5GemmaMLP(keras.layers.Layer):
         self.initializer_range = initializer_range
 
         def dense(equation, shape, name):
-            return keras.layers.EinsumDense(
-                equation,
-                output_shape=shape,
-                kernel_initializer=kernel_initializer(initializer_range),
-                dtype=self.dtype_policy,
-                name=name,
+            return einsum_dense(
+                equation, shape, name, initializer_range, self.dtype_policy
             )
 
         self.gating = dense("btd,df->btf", (None, intermediate_dim), "ffw_gating")

@@ -1,0 +1,147 @@
+"""What T5Gemma encoder and decoder blocks share: arguments, the self-
+attention sublayer, the MLP, the sandwich norms and the residual dropout."""
+
+import keras
+
+from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
+from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaMLP
+from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
+
+SLIDING_ATTENTION = "sliding_attention"
+FULL_ATTENTION = "full_attention"
+LAYER_TYPES = (SLIDING_ATTENTION, FULL_ATTENTION)
+
+
+def check_layer_type(layer_type, sliding_window):
+    """Validates a layer type and returns the window this layer uses."""
+    if layer_type not in LAYER_TYPES:
+        raise ValueError(
+            f"Unknown layer type. Received: layer_type={layer_type!r}. "
+            f"Expected one of {LAYER_TYPES}."
+        )
+    if layer_type == SLIDING_ATTENTION:
+        if sliding_window is None or sliding_window < 1:
+            raise ValueError(
+                "A 'sliding_attention' layer needs a positive "
+                f"sliding_window. Received: sliding_window={sliding_window}."
+            )
+        return sliding_window
+    return None
+
+
+class T5GemmaBlock(keras.layers.Layer):
+    """Base of `T5GemmaEncoderLayer` and `T5GemmaDecoderLayer`.
+
+    Creates `self_attention` (causal when the subclass sets `causal`), its
+    pre/post norms, `mlp` with `pre_ffw_norm`/`post_ffw_norm`, and
+    `residual_dropout`; stores every argument for `get_config`. Subclasses
+    add their own sublayers (`self.attention_options` holds the attention
+    arguments they share) and `call`.
+
+    Args: see `T5GemmaEncoderLayer`.
+    """
+
+    causal = False
+
+    def __init__(
+        self,
+        hidden_dim,
+        intermediate_dim,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        layer_type,
+        sliding_window=None,
+        query_pre_attn_scalar=None,
+        attention_logit_soft_cap=None,
+        rope_max_wavelength=10000.0,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_approximate",
+        dropout_rate=0.0,
+        attention_dropout=0.0,
+        initializer_range=0.02,
+        attention_impl=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        window = check_layer_type(layer_type, sliding_window)
+        self.config_values = dict(
+            hidden_dim=hidden_dim,
+            intermediate_dim=intermediate_dim,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            layer_type=layer_type,
+            sliding_window=sliding_window,
+            query_pre_attn_scalar=query_pre_attn_scalar,
+            attention_logit_soft_cap=attention_logit_soft_cap,
+            rope_max_wavelength=rope_max_wavelength,
+            rms_norm_eps=rms_norm_eps,
+            hidden_activation=hidden_activation,
+            dropout_rate=dropout_rate,
+            attention_dropout=attention_dropout,
+            initializer_range=initializer_range,
+            attention_impl=attention_impl,
+        )
+        self.attention_options = dict(
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            query_pre_attn_scalar=query_pre_attn_scalar,
+            logit_soft_cap=attention_logit_soft_cap,
+            dropout_rate=attention_dropout,
+            initializer_range=initializer_range,
+            attention_impl=attention_impl,
+            dtype=self.dtype_policy,
+        )
+        self.self_attention = T5GemmaAttention(
+            attention_type="self",
+            causal=self.causal,
+            sliding_window=window,
+            rope_max_wavelength=rope_max_wavelength,
+            name="self_attention",
+            **self.attention_options,
+        )
+        self.pre_self_attention_norm, self.post_self_attention_norm = (
+            self.sandwich_norms("self_attention")
+        )
+        self.mlp = T5GemmaMLP(
+            hidden_dim,
+            intermediate_dim,
+            hidden_activation=hidden_activation,
+            dropout_rate=dropout_rate,
+            initializer_range=initializer_range,
+            dtype=self.dtype_policy,
+            name="mlp",
+        )
+        self.pre_ffw_norm, self.post_ffw_norm = self.sandwich_norms("ffw")
+        self.residual_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=self.dtype_policy, name="residual_dropout"
+        )
+
+    def sandwich_norms(self, prefix):
+        """Creates the pre/post RMS norms around one sublayer."""
+        return tuple(
+            T5GemmaRMSNormalization(
+                epsilon=self.config_values["rms_norm_eps"],
+                dtype=self.dtype_policy,
+                name=f"{position}_{prefix}_norm",
+            )
+            for position in ("pre", "post")
+        )
+
+    def residual(self, hidden_states, update, training):
+        """`hidden_states + dropout(update)`."""
+        return hidden_states + self.residual_dropout(update, training=training)
+
+    def feed_forward(self, hidden_states, training):
+        """The sandwich-normed MLP sublayer with its residual."""
+        x = self.pre_ffw_norm(hidden_states)
+        x = self.post_ffw_norm(self.mlp(x, training=training))
+        return self.residual(hidden_states, x, training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self.config_values)
+        return config
