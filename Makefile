@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 BACKENDS := jax torch tensorflow
-PYTEST_ARGS ?=
+# Two workers: the suite is dominated by single-threaded XLA/graph
+# compilation, so both cores stay busy. Override with PYTEST_ARGS=.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: venv demo test test-jax test-torch test-tensorflow clean
 
