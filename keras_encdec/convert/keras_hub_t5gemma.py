@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.convert.safetensors_io import read_json_config
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
 
@@ -106,14 +107,7 @@ def read_config(folder):
     Returns:
         The backbone's `"config"` dict.
     """
-    path = os.path.join(folder, CONFIG_FILE)
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except OSError as e:
-        raise CheckpointError(f"Missing '{CONFIG_FILE}' in '{folder}'.") from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"Corrupt JSON in '{path}': {e}.") from e
+    path, config = read_json_config(folder, CONFIG_FILE)
     if config.get("class_name") != CLASS_NAME or not isinstance(
         config.get("config"), dict
     ):

@@ -37,6 +37,19 @@ class CheckpointError(ValueError):
     """A checkpoint folder or file is missing or unreadable."""
 
 
+def read_json_config(folder, name="config.json"):
+    """Loads `folder/name`; a missing file or bad JSON raises a
+    `CheckpointError` naming it. Returns `(path, config_dict)`."""
+    path = os.path.join(folder, name)
+    try:
+        with open(path) as f:
+            return path, json.load(f)
+    except OSError as e:
+        raise CheckpointError(f"Missing '{name}' in '{folder}'.") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"Corrupt JSON in '{path}': {e}.") from e
+
+
 def _read_header(path):
     try:
         with open(path, "rb") as f:

@@ -9,12 +9,12 @@ bit-identical. Only JSON and safetensors are read: no code from a checkpoint
 is ever run.
 """
 
-import json
 import os
 
 import numpy as np
 
 from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.convert.safetensors_io import read_json_config
 from keras_encdec.convert.safetensors_io import SafetensorsReader
 from keras_encdec.convert.safetensors_io import SafetensorsWriter
 from keras_encdec.convert.weight_mapping import WeightAssigner
@@ -31,14 +31,7 @@ _DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float1
 
 def read_config(folder):
     """Loads and checks a transformers T5Gemma `config.json`."""
-    path = os.path.join(folder, CONFIG_FILE)
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except OSError as e:
-        raise CheckpointError(f"Missing '{CONFIG_FILE}' in '{folder}'.") from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"Corrupt JSON in '{path}': {e}.") from e
+    path, config = read_json_config(folder, CONFIG_FILE)
     if config.get("model_type") != MODEL_TYPE:
         raise CheckpointError(
             f"'{path}' is not a T5Gemma config. Received: "
