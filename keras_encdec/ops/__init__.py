@@ -1,6 +1,7 @@
 """Backend-agnostic tensor operations shared by the models."""
 
 from keras_encdec.ops.attention import ATTENTION_IMPLS, dot_product_attention
+from keras_encdec.ops.mask_rule import KeyWindow, t5gemma2_encoder_window
 from keras_encdec.ops.attention import attention_mask
 from keras_encdec.ops.rotary import apply_rotary_embedding
 
@@ -9,4 +10,6 @@ __all__ = [
     "apply_rotary_embedding",
     "attention_mask",
     "dot_product_attention",
+    "KeyWindow",
+    "t5gemma2_encoder_window",
 ]
