@@ -41,13 +41,15 @@ torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
 import keras
 from keras import ops
 
+from keras_encdec.ops.attention_parts import MASKED_LOGIT
+from keras_encdec.ops.attention_parts import attend_parts
+from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import window_from_options
 
 ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
 
-# Large negative logit for masked keys. Finite, so a fully masked row gives a
+# Masked keys get the finite `MASKED_LOGIT`, so a fully masked row gives a
 # uniform distribution instead of NaN (as transformers' additive mask does).
-_MASKED_LOGIT = -1e30
 
 # `impl=None` keeps "dense" below this many scores per head (`T * S`): the
 # score matrix is small (< 4 MiB per head in float32) and one fused matmul
@@ -221,17 +223,12 @@ def attention_mask(
     >>> ops.convert_to_numpy(m)[0].astype(int).tolist()
     [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
     """
-    window = window_from_options(causal, sliding_window)
-    q = ops.arange(query_length, dtype="int32")[:, None] + ops.cast(
-        query_offset, "int32"
-    )  # [T, 1]
-    k = ops.arange(key_length, dtype="int32")[None, :]  # [1, S]
-    mask = window.visible(q, k)
-    mask = mask[None]  # [1, T, S]
-    if key_padding_mask is not None:
-        key_padding_mask = ops.cast(key_padding_mask, "bool")[:, None, :]
-        mask = ops.logical_and(mask, key_padding_mask)
-    return mask
+    rule = MaskRule(
+        window=window_from_options(causal, sliding_window),
+        key_padding_mask=key_padding_mask,
+        query_offset=query_offset,
+    )
+    return rule.dense_mask(query_length, key_length)
 
 
 def dot_product_attention(
@@ -288,42 +285,19 @@ def dot_product_attention(
     (2, 5, 4, 8)
     """
     impl = resolve_impl(impl, query, key, probabilities_dropout)
-    window_from_options(causal, sliding_window)  # validates early
-    if impl != "dense":
-        _check_heads(query, key)
-        options = dict(
-            scale=scale,
-            soft_cap=soft_cap,
-            causal=causal,
-            sliding_window=sliding_window,
-            key_padding_mask=key_padding_mask,
-            query_offset=query_offset,
-        )
-        if impl == "xla":
-            from keras_encdec.ops.attention_blockwise import (
-                blockwise_attention,
-            )
-
-            return blockwise_attention(query, key, value, **options)
-        if impl == "pallas":
-            from keras_encdec.ops.attention_pallas import pallas_attention
-
-            return pallas_attention(query, key, value, **options)
-        from keras_encdec.ops.attention_flex import flex_attention
-
-        return flex_attention(query, key, value, **options)
-    return _dense_attention(
-        query,
-        key,
-        value,
-        scale=scale,
-        soft_cap=soft_cap,
-        causal=causal,
-        sliding_window=sliding_window,
+    _check_heads(query, key)
+    rule = MaskRule(
+        window=window_from_options(causal, sliding_window),
         key_padding_mask=key_padding_mask,
         query_offset=query_offset,
-        probabilities_dropout=probabilities_dropout,
     )
+    if impl == "dense":
+        mask = rule.dense_mask(ops.shape(query)[1], ops.shape(key)[1])
+        return dense_attention_parts(
+            query, [(key, value, mask)], scale=scale, soft_cap=soft_cap,
+            probabilities_dropout=probabilities_dropout)
+    return attend_parts(impl, query, [(key, value, rule)], scale=scale,
+                        soft_cap=soft_cap)
 
 
 def _check_heads(query, key):
@@ -371,7 +345,7 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
         if soft_cap is not None:
             part = ops.tanh(part / soft_cap) * soft_cap
         logits.append(ops.where(mask[:, None, None, :, :], part,
-                                _MASKED_LOGIT))
+                                MASKED_LOGIT))
         lengths.append(ops.shape(key)[1])
     logits = logits[0] if len(parts) == 1 else ops.concatenate(logits, -1)
     probabilities = ops.softmax(logits, axis=-1)  # [B, K, G, T, sum S_i]
@@ -384,30 +358,3 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
         start = start + length
         output = output + ops.einsum("bkgts,bskh->btkgh", weights, value)
     return ops.reshape(output, (batch, query_length, num_heads, head_dim))
-
-
-def _dense_attention(
-    query,
-    key,
-    value,
-    *,
-    scale,
-    soft_cap,
-    causal,
-    sliding_window,
-    key_padding_mask,
-    query_offset,
-    probabilities_dropout,
-):
-    """The reference: materializes the `[T, S]` scores (impl `"dense"`)."""
-    mask = attention_mask(
-        ops.shape(query)[1],
-        ops.shape(key)[1],
-        query_offset=query_offset,
-        causal=causal,
-        sliding_window=sliding_window,
-        key_padding_mask=key_padding_mask,
-    )  # [batch|1, T, S]
-    return dense_attention_parts(
-        query, [(key, value, mask)], scale=scale, soft_cap=soft_cap,
-        probabilities_dropout=probabilities_dropout)

@@ -160,3 +160,135 @@ def t5gemma2_encoder_window(sliding_window):
             f"sliding_window={sliding_window!r}."
         )
     return ((sliding_window + 1) // 2 - 1, sliding_window // 2)
+
+
+# Key code of a padded key: equals no query code (query codes are segment
+# ids, documented as non-negative, or 0 without segments).
+PAD_CODE = -(2**31)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MaskRule:
+    """Which keys of ONE key set each query may see.
+
+    Key `k` is visible from query row `i` (absolute position
+    `q = query_offset + i`) when `window.visible(q, k)` and
+    `query_code[b, i] == key_code[b, k]`, where the codes fold key padding
+    and segment ids into one comparison: a query's code is its segment id
+    (0 without segments); a key's code is its segment id (0 without
+    segments), or `PAD_CODE` where `key_padding_mask` is false. Every
+    implementation derives its masks from this rule: `dense_mask` for
+    `"dense"`, `window` and `codes` for the blockwise, Pallas and flex
+    kernels (block skipping uses `window.left` / `window.right`).
+
+    Merged attention has one rule per key set (its cross rule has no window
+    and offset, only the encoder padding and segment ids).
+
+    Args:
+        window: KeyWindow. Position rule. Defaults to all keys visible.
+        key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
+            Defaults to `None`.
+        query_offset: int or int scalar tensor. Absolute position of the
+            first query. Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative.
+            Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative;
+            given together with `query_segment_ids`. Defaults to `None`.
+
+    Examples:
+
+    >>> rule = MaskRule(window=KeyWindow(None, 0),
+    ...                 query_segment_ids=[[0, 0, 1]],
+    ...                 key_segment_ids=[[0, 0, 1]])
+    >>> from keras import ops
+    >>> ops.convert_to_numpy(rule.dense_mask(3, 3))[0].astype(int).tolist()
+    [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    """
+
+    window: KeyWindow = KeyWindow()
+    key_padding_mask: object = None
+    query_offset: object = 0
+    query_segment_ids: object = None
+    key_segment_ids: object = None
+
+    def __post_init__(self):
+        if (self.query_segment_ids is None) != (self.key_segment_ids is None):
+            raise ValueError(
+                "Segment ids must be given for both queries and keys (or "
+                "neither). Received: query_segment_ids is "
+                f"{_given(self.query_segment_ids)}, key_segment_ids is "
+                f"{_given(self.key_segment_ids)}."
+            )
+
+    @property
+    def has_codes(self):
+        """Whether padding or segments mask anything beyond the window."""
+        return (self.key_padding_mask is not None
+                or self.query_segment_ids is not None)
+
+    def codes(self):
+        """`(query_codes [B|1, T] or None, key_codes [B|1, S] or None)`.
+
+        `None` for both when `has_codes` is false (every pair passes).
+        """
+        from keras import ops
+
+        if not self.has_codes:
+            return None, None
+        if self.query_segment_ids is None:
+            query_codes = ops.zeros((1, 1), "int32")
+            key_codes = ops.zeros((1, 1), "int32")
+        else:
+            query_codes = ops.cast(self.query_segment_ids, "int32")
+            key_codes = ops.cast(self.key_segment_ids, "int32")
+        if self.key_padding_mask is not None:
+            padding = ops.cast(self.key_padding_mask, "bool")
+            key_codes = ops.where(padding, key_codes, PAD_CODE)
+        return query_codes, key_codes
+
+    def full_codes(self, batch, query_length, key_length):
+        """Codes broadcast to `[batch, T]` and `[batch, S]`, or `None`s."""
+        from keras import ops
+
+        query_codes, key_codes = self.codes()
+        if query_codes is None:
+            return None, None
+        return (ops.broadcast_to(query_codes, (batch, query_length)),
+                ops.broadcast_to(key_codes, (batch, key_length)))
+
+    def visible(self, q, k, query_codes=None, key_codes=None):
+        """The rule on broadcastable positions and (optional) codes."""
+        return visible(self.window, q, k, query_codes, key_codes)
+
+    def dense_mask(self, query_length, key_length):
+        """Bool `[batch or 1, T, S]` mask (impl `"dense"`)."""
+        from keras import ops
+
+        q = ops.arange(query_length, dtype="int32")[:, None] + ops.cast(
+            self.query_offset, "int32")  # [T, 1]
+        k = ops.arange(key_length, dtype="int32")[None, :]  # [1, S]
+        query_codes, key_codes = self.codes()
+        if query_codes is None:
+            return self.visible(q, k)[None]
+        query_codes = ops.broadcast_to(
+            query_codes, (ops.shape(query_codes)[0], query_length))
+        key_codes = ops.broadcast_to(
+            key_codes, (ops.shape(key_codes)[0], key_length))
+        return self.visible(q[None], k[None], query_codes[:, :, None],
+                            key_codes[:, None, :])
+
+
+def visible(window, q, k, query_codes=None, key_codes=None):
+    """Key `k` visible from query `q`: the window and equal codes.
+
+    Operands broadcast; Python operators only, so it runs on `keras.ops`
+    tensors, `jnp` (Pallas kernels) and torch (flex `mask_mod`).
+    """
+    mask = window.visible(q, k)
+    if query_codes is not None:
+        mask = mask & (query_codes == key_codes)
+    return mask
+
+
+def _given(x):
+    return "None" if x is None else "given"
