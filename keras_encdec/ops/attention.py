@@ -57,8 +57,8 @@ ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
 BLOCKWISE_MIN_SCORES = 1024 * 1024
 
 
-def _static_lengths(query, key):
-    lengths = (query.shape[1], key.shape[1])
+def _static_lengths(query, *keys):
+    lengths = (query.shape[1],) + tuple(k.shape[1] for k in keys)
     return all(isinstance(n, int) for n in lengths)
 
 
@@ -80,7 +80,8 @@ def _device_kind(query):
     return "cpu"
 
 
-def unavailable_reason(impl, query, key, probabilities_dropout=None):
+def unavailable_reason(impl, query, key, probabilities_dropout=None,
+                       cross_key=None):
     """Why `impl` cannot run on these inputs here, or `None` if it can.
 
     Args:
@@ -89,6 +90,8 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None):
         key: tensor. The key, `[batch, S, num_kv_heads, head_dim]`.
         probabilities_dropout: callable or None. Dropout on probabilities
             (only `"dense"` applies it). Defaults to `None`.
+        cross_key: tensor or None. The encoder keys of merged attention.
+            Defaults to `None`.
 
     Returns:
         A string, or `None`.
@@ -109,10 +112,12 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None):
             f"impl={impl!r} cannot apply `probabilities_dropout` (it never "
             "holds the probabilities); use impl='dense' or dropout_rate=0"
         )
-    if not _static_lengths(query, key):
+    keys = (key,) if cross_key is None else (key, cross_key)
+    if not _static_lengths(query, *keys):
         return (
             f"impl={impl!r} needs static sequence lengths. Received: "
-            f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
+            f"query.shape={tuple(query.shape)}, "
+            f"key shapes={[tuple(k.shape) for k in keys]}"
         )
     if impl == "xla":
         return None
@@ -141,7 +146,8 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None):
     )
 
 
-def resolve_impl(impl, query, key, probabilities_dropout=None):
+def resolve_impl(impl, query, key, probabilities_dropout=None,
+                 cross_key=None):
     """The implementation `dot_product_attention` runs for `impl`.
 
     `None` picks, in order: `"dense"` with dropout, unknown lengths or fewer
@@ -155,6 +161,8 @@ def resolve_impl(impl, query, key, probabilities_dropout=None):
         query: tensor. The query, `[batch, T, num_heads, head_dim]`.
         key: tensor. The key, `[batch, S, num_kv_heads, head_dim]`.
         probabilities_dropout: callable or None. Defaults to `None`.
+        cross_key: tensor or None. The encoder keys of merged attention
+            (their length counts towards the scores). Defaults to `None`.
 
     Returns:
         One of `ATTENTION_IMPLS`.
@@ -166,20 +174,23 @@ def resolve_impl(impl, query, key, probabilities_dropout=None):
     >>> resolve_impl(None, x, x)
     'dense'
     """
+    keys = (key,) if cross_key is None else (key, cross_key)
     if impl is not None:
         if impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"Unknown attention impl. Received: impl={impl!r}. Expected "
                 f"one of {ATTENTION_IMPLS} or None (pick the best available)."
             )
-        reason = unavailable_reason(impl, query, key, probabilities_dropout)
+        reason = unavailable_reason(impl, query, key, probabilities_dropout,
+                                    cross_key)
         if reason is not None:
             raise ValueError(reason + ".")
         return impl
     if (
         probabilities_dropout is not None
-        or not _static_lengths(query, key)
-        or query.shape[1] * key.shape[1] < BLOCKWISE_MIN_SCORES
+        or not _static_lengths(query, *keys)
+        or query.shape[1] * sum(k.shape[1] for k in keys)
+        < BLOCKWISE_MIN_SCORES
     ):
         return "dense"
     device = _device_kind(query)
@@ -285,7 +296,7 @@ def dot_product_attention(
     (2, 5, 4, 8)
     """
     impl = resolve_impl(impl, query, key, probabilities_dropout)
-    _check_heads(query, key)
+    check_heads(query, key)
     rule = MaskRule(
         window=window_from_options(causal, sliding_window),
         key_padding_mask=key_padding_mask,
@@ -300,7 +311,7 @@ def dot_product_attention(
                         soft_cap=soft_cap)
 
 
-def _check_heads(query, key):
+def check_heads(query, key):
     num_heads, num_kv_heads = query.shape[-2], key.shape[-2]
     if num_heads % num_kv_heads:
         raise ValueError(
@@ -330,7 +341,7 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
         A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
     """
     for key, _, _ in parts:
-        _check_heads(query, key)
+        check_heads(query, key)
     num_heads, head_dim = query.shape[-2], query.shape[-1]
     num_kv_heads = parts[0][0].shape[-2]
     groups = num_heads // num_kv_heads

@@ -11,13 +11,21 @@ A row whose every key (self and cross) is masked gets, as in `"dense"`
 `dot_product_attention`, the uniform average of all `S + S2` values. A fully
 padded encoder therefore gives exactly self-only attention wherever the
 query sees at least one of its own keys.
+
+Implementations (`impl`) are those of `dot_product_attention`: `"dense"`
+concatenates the `[T, S]` and `[T, S2]` scores; `"xla"`, `"pallas"` and
+`"flex"` never build them: each computes both key sets as parts (normalized
+output and log-sum-exp, one `MaskRule` each) and `combine_parts` merges them
+into the one softmax, with exact gradients.
 """
 
 from keras import ops
 
 from keras_encdec.ops import attention
-
-MERGED_IMPLS = ("dense",)
+from keras_encdec.ops.attention_parts import attend_parts
+from keras_encdec.ops.mask_rule import KeyWindow
+from keras_encdec.ops.mask_rule import MaskRule
+from keras_encdec.ops.mask_rule import window_from_options
 
 
 def merged_attention_masks(
@@ -57,12 +65,36 @@ def merged_attention_masks(
     >>> tuple(c.shape)
     (1, 2, 3)
     """
-    self_mask = attention.attention_mask(
-        query_length, key_length, query_offset=query_offset, causal=causal,
-        sliding_window=sliding_window, key_padding_mask=key_padding_mask)
-    cross_mask = attention.attention_mask(
-        query_length, cross_length, key_padding_mask=cross_padding_mask)
-    return self_mask, cross_mask
+    self_rule, cross_rule = merged_rules(
+        causal=causal, sliding_window=sliding_window,
+        key_padding_mask=key_padding_mask,
+        cross_padding_mask=cross_padding_mask, query_offset=query_offset)
+    return (self_rule.dense_mask(query_length, key_length),
+            cross_rule.dense_mask(query_length, cross_length))
+
+
+def merged_rules(*, causal=True, sliding_window=None, key_padding_mask=None,
+                 cross_padding_mask=None, query_offset=0):
+    """`(self_rule, cross_rule)`: the `MaskRule` of each key set.
+
+    Args:
+        See `merged_attention_masks`.
+
+    Returns:
+        Two `MaskRule`s; the cross one has no window and no offset.
+
+    Examples:
+
+    >>> self_rule, cross_rule = merged_rules(sliding_window=4)
+    >>> self_rule.window, cross_rule.window
+    (KeyWindow(left=3, right=0), KeyWindow(left=None, right=None))
+    """
+    self_rule = MaskRule(
+        window=window_from_options(causal, sliding_window),
+        key_padding_mask=key_padding_mask, query_offset=query_offset)
+    cross_rule = MaskRule(window=KeyWindow(),
+                          key_padding_mask=cross_padding_mask)
+    return self_rule, cross_rule
 
 
 def merged_dot_product_attention(
@@ -105,8 +137,10 @@ def merged_dot_product_attention(
         query_offset: int or int scalar tensor. Absolute position of the
             first query among the own keys (the cache index when decoding).
             Defaults to `0`.
-        impl: str or None. One of `MERGED_IMPLS`, or `None` for the best
-            available. Defaults to `None`.
+        impl: str or None. `"xla"`, `"pallas"`, `"flex"`, `"dense"` (see
+            `dot_product_attention`), or `None` for the best available here
+            (`attention.resolve_impl` on `T * (S + S2)` scores). Defaults to
+            `None`.
 
     Returns:
         A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
@@ -122,25 +156,28 @@ def merged_dot_product_attention(
     >>> tuple(out.shape)
     (2, 5, 4, 8)
     """
-    if impl is not None and impl not in MERGED_IMPLS:
-        raise ValueError(
-            f"Unknown merged attention impl. Received: impl={impl!r}. "
-            f"Expected one of {MERGED_IMPLS} or None."
-        )
     for name, tensor in (("cross_key", cross_key),
                          ("cross_value", cross_value), ("value", value)):
-        if tensor.shape[-2:] != key.shape[-2:]:
+        if tuple(tensor.shape[-2:]) != tuple(key.shape[-2:]):
             raise ValueError(
                 f"`{name}` must have the key's heads and head dim. "
                 f"Received: {name}.shape={tuple(tensor.shape)}, "
                 f"key.shape={tuple(key.shape)}."
             )
-    self_mask, cross_mask = merged_attention_masks(
-        ops.shape(query)[1], ops.shape(key)[1], ops.shape(cross_key)[1],
+    impl = attention.resolve_impl(impl, query, key, cross_key=cross_key)
+    attention.check_heads(query, key)
+    self_rule, cross_rule = merged_rules(
         causal=causal, sliding_window=sliding_window,
         key_padding_mask=key_padding_mask,
         cross_padding_mask=cross_padding_mask, query_offset=query_offset)
-    return attention.dense_attention_parts(
-        query, [(key, value, self_mask), (cross_key, cross_value,
-                                          cross_mask)],
+    if impl == "dense":
+        length = ops.shape(query)[1]
+        parts = [(key, value, self_rule.dense_mask(length, ops.shape(key)[1])),
+                 (cross_key, cross_value,
+                  cross_rule.dense_mask(length, ops.shape(cross_key)[1]))]
+        return attention.dense_attention_parts(query, parts, scale=scale,
+                                               soft_cap=soft_cap)
+    return attend_parts(
+        impl, query, [(key, value, self_rule),
+                      (cross_key, cross_value, cross_rule)],
         scale=scale, soft_cap=soft_cap)

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from keras_encdec.ops.attention import dot_product_attention
+from keras_encdec.ops.attention_parts import attend_parts
+from keras_encdec.ops.attention_testing import BACKEND
 from keras_encdec.ops.attention_testing import TOLERANCE
 from keras_encdec.ops.attention_testing import forward_and_grads
 from keras_encdec.ops.merged_attention import merged_dot_product_attention
+from keras_encdec.ops.merged_attention import merged_rules
 
 MERGED_CASES = {
     "causal_pad_both": dict(T=21, S=21, S2=13, pad=True, cross_pad=True),
@@ -88,21 +91,31 @@ def numpy_reference(arrays, masks, case):
     return np.einsum("bhts,bshd->bthd", weights, values)
 
 
-def _merged(impl, masks, case):
+def _merged(impl, masks, case, **tiles):
+    options = merged_options(case)
+
     def fn(q, k, v, ck, cv):
-        return merged_dot_product_attention(
-            q, k, v, ck, cv, impl=impl, **masks, **merged_options(case))
+        if not tiles:  # the public entry point
+            return merged_dot_product_attention(
+                q, k, v, ck, cv, impl=impl, **masks, **options)
+        # Small tiles: several blocks per key set.
+        rules = merged_rules(
+            sliding_window=options["sliding_window"],
+            query_offset=options["query_offset"], **masks)
+        return attend_parts(impl, q, [(k, v, rules[0]), (ck, cv, rules[1])],
+                            scale=options["scale"],
+                            soft_cap=options["soft_cap"], **tiles)
 
     return fn
 
 
-def merged_errors(case, impl, **impl_options):
+def merged_errors(case, impl, **tiles):
     """Max-abs error of `impl` vs "dense": output and all five gradients."""
     arrays, masks = make_merged_inputs(**case)
     inputs = [arrays[name] for name in ("query", "key", "value", "cross_key",
                                         "cross_value", "d_out")]
     reference = forward_and_grads(_merged("dense", masks, case), *inputs)
-    got = forward_and_grads(_merged(impl, masks, case), *inputs)
+    got = forward_and_grads(_merged(impl, masks, case, **tiles), *inputs)
     names = ("out", "dq", "dk", "dv", "dck", "dcv")
     return {n: float(np.max(np.abs(a - b)))
             for n, a, b in zip(names, reference, got)}
@@ -138,9 +151,53 @@ def test_fully_padded_encoder_equals_self_attention():
     assert np.max(np.abs(merged - alone)) < TOLERANCE
 
 
+@pytest.mark.parametrize("name", sorted(MERGED_CASES))
+def test_xla_matches_dense_forward_and_gradients(name):
+    errors = merged_errors(MERGED_CASES[name], "xla", block_q=8, block_k=8)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_public_xla_matches_dense():
+    errors = merged_errors(MERGED_CASES["window_soft_cap"], "xla")
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX-only kernel")
+@pytest.mark.parametrize("name", ["causal_pad_both", "decode_step",
+                                  "encoder_fully_padded"])
+def test_pallas_matches_dense_forward_and_gradients(name, monkeypatch):
+    from keras_encdec.ops import attention_pallas
+
+    monkeypatch.setenv(attention_pallas.INTERPRET_ENV, "1")
+    errors = merged_errors(MERGED_CASES[name], "pallas", block_q=16,
+                           block_k=16)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch only")
+@pytest.mark.parametrize("name", sorted(MERGED_CASES))
+def test_flex_matches_dense(name):
+    import torch
+
+    case = MERGED_CASES[name]
+    if torch.cuda.is_available():
+        errors = merged_errors(case, "flex")
+        assert max(errors.values()) < TOLERANCE, errors
+        return
+    # CPU: flex has a forward only.
+    arrays, masks = make_merged_inputs(**case)
+    inputs = [arrays[n] for n in ("query", "key", "value", "cross_key",
+                                  "cross_value")]
+    with torch.no_grad():
+        dense = _merged("dense", masks, case)(*inputs)
+        flex = _merged("flex", masks, case)(*inputs)
+    error = float(torch.max(torch.abs(dense - flex)))
+    assert error < TOLERANCE, error
+
+
 def test_bad_inputs_raise():
     x = np.zeros((1, 4, 2, 8), "float32")
-    with pytest.raises(ValueError, match="Unknown merged attention impl"):
+    with pytest.raises(ValueError, match="Unknown attention impl"):
         merged_dot_product_attention(x, x, x, x, x, scale=1.0, impl="fast")
     with pytest.raises(ValueError, match="cross_key.shape"):
         merged_dot_product_attention(x, x, x, x[..., :4], x, scale=1.0)
