@@ -13,7 +13,9 @@ Masking semantics follow the pinned HF transformers T5Gemma exactly:
 - asymmetric window `(left, right)` (non-causal only): `q - left <= k <=
   q + right`; T5Gemma 2's encoder window `W` is
   `t5gemma2_encoder_window(W) = ((W + 1) // 2 - 1, W // 2)`;
-- key padding: key `k` of row `b` is visible when `key_padding_mask[b, k]`.
+- key padding: key `k` of row `b` is visible when `key_padding_mask[b, k]`;
+- segment ids (sequence packing): key `k` is visible from query `i` of row
+  `b` only when `query_segment_ids[b, i] == key_segment_ids[b, k]`.
 
 `q` is the absolute query position, `query_offset + i` for row `i`.
 
@@ -210,6 +212,8 @@ def attention_mask(
     causal=False,
     sliding_window=None,
     key_padding_mask=None,
+    query_segment_ids=None,
+    key_segment_ids=None,
 ):
     """Builds the boolean visibility mask used by `dot_product_attention`.
 
@@ -224,9 +228,16 @@ def attention_mask(
             docstring). Defaults to `None` (full attention).
         key_padding_mask: bool/int tensor or None. `[batch, S]`, true where
             the key is a real token. Defaults to `None`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
 
     Returns:
-        A bool tensor `[1, T, S]`, or `[batch, T, S]` with a padding mask.
+        A bool tensor `[1, T, S]`, or `[batch, T, S]` with a padding mask
+        or segment ids.
 
     Examples:
 
@@ -238,6 +249,8 @@ def attention_mask(
         window=window_from_options(causal, sliding_window),
         key_padding_mask=key_padding_mask,
         query_offset=query_offset,
+        query_segment_ids=query_segment_ids,
+        key_segment_ids=key_segment_ids,
     )
     return rule.dense_mask(query_length, key_length)
 
@@ -253,6 +266,8 @@ def dot_product_attention(
     sliding_window=None,
     key_padding_mask=None,
     query_offset=0,
+    query_segment_ids=None,
+    key_segment_ids=None,
     probabilities_dropout=None,
     impl=None,
 ):
@@ -275,6 +290,12 @@ def dot_product_attention(
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
             first query (the cache index when decoding). Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
         probabilities_dropout: callable or None. Applied to the attention
             probabilities (training only). Defaults to `None`.
         impl: str or None. `"xla"` (blockwise `keras.ops`, memory linear
@@ -301,6 +322,8 @@ def dot_product_attention(
         window=window_from_options(causal, sliding_window),
         key_padding_mask=key_padding_mask,
         query_offset=query_offset,
+        query_segment_ids=query_segment_ids,
+        key_segment_ids=key_segment_ids,
     )
     if impl == "dense":
         mask = rule.dense_mask(ops.shape(query)[1], ops.shape(key)[1])

@@ -324,6 +324,8 @@ def blockwise_attention(
     sliding_window=None,
     key_padding_mask=None,
     query_offset=0,
+    query_segment_ids=None,
+    key_segment_ids=None,
     block_q=DEFAULT_BLOCK_Q,
     block_k=DEFAULT_BLOCK_K,
 ):
@@ -344,6 +346,12 @@ def blockwise_attention(
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
             first query. Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
         block_q: int. Query block size (used with a sliding window).
             Defaults to `DEFAULT_BLOCK_Q`.
         block_k: int. Key block size. Defaults to `DEFAULT_BLOCK_K`.
@@ -363,7 +371,9 @@ def blockwise_attention(
     """
     rule = MaskRule(window=window_from_options(causal, sliding_window),
                     key_padding_mask=key_padding_mask,
-                    query_offset=query_offset)
+                    query_offset=query_offset,
+                    query_segment_ids=query_segment_ids,
+                    key_segment_ids=key_segment_ids)
     result = blockwise_part(query, key, value, rule, scale=scale,
                             soft_cap=soft_cap, block_q=block_q,
                             block_k=block_k)

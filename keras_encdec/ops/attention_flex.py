@@ -76,7 +76,8 @@ def _mask_mod(window, offset, query_codes, key_codes):
 
 def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
                    sliding_window=None, key_padding_mask=None,
-                   query_offset=0, block_size=DEFAULT_BLOCK_SIZE):
+                   query_offset=0, query_segment_ids=None,
+                   key_segment_ids=None, block_size=DEFAULT_BLOCK_SIZE):
     """`flex_attention` with the semantics of `dot_product_attention`.
 
     Args:
@@ -92,6 +93,12 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
             first query. Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
         block_size: int. `BlockMask` tile. Defaults to `DEFAULT_BLOCK_SIZE`.
 
     Returns:
@@ -110,7 +117,9 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
     value = ops.convert_to_tensor(value)
     rule = MaskRule(window=window_from_options(causal, sliding_window),
                     key_padding_mask=key_padding_mask,
-                    query_offset=query_offset)
+                    query_offset=query_offset,
+                    query_segment_ids=query_segment_ids,
+                    key_segment_ids=key_segment_ids)
     result = flex_part(query, key, value, rule, scale=scale,
                        soft_cap=soft_cap, block_size=block_size)
     return combine_parts([result], [value], result[0].dtype).to(

@@ -384,7 +384,8 @@ _flash.defvjp(_flash_forward, _flash_backward)
 
 def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
                      sliding_window=None, key_padding_mask=None,
-                     query_offset=0, block_q=None, block_k=None,
+                     query_offset=0, query_segment_ids=None,
+                     key_segment_ids=None, block_q=None, block_k=None,
                      tpu_vmem_limit_bytes=None):
     """Flash attention with the semantics of `dot_product_attention`.
 
@@ -401,6 +402,12 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
             Defaults to `None`.
         query_offset: int or int scalar array. Absolute position of the
             first query. Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
         block_q, block_k, tpu_vmem_limit_bytes: tiles, see `pallas_part`.
 
     Returns:
@@ -418,7 +425,9 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
     """
     rule = MaskRule(window=window_from_options(causal, sliding_window),
                     key_padding_mask=key_padding_mask,
-                    query_offset=query_offset)
+                    query_offset=query_offset,
+                    query_segment_ids=query_segment_ids,
+                    key_segment_ids=key_segment_ids)
     result = pallas_part(query, key, value, rule, scale=scale,
                          soft_cap=soft_cap, block_q=block_q, block_k=block_k,
                          tpu_vmem_limit_bytes=tpu_vmem_limit_bytes)

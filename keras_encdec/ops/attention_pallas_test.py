@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="JAX-only kernel")
 # lengths that are not multiples of the tile, and a decode step.
 PALLAS_CASES = ("pad_causal_window", "soft_cap_window", "cross_pad",
                 "decode_window", "t5gemma2_window_even_pad",
-                "asym_window_soft_cap")
+                "asym_window_soft_cap", "segments_causal_pad",
+                "segments_cross")
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,29 @@ CASES = {
                                  soft_cap=2.0),
     "asym_window_left_only": dict(T=37, S=37, sliding_window=(6, 0),
                                   pad=True),
+    # Sequence packing: keys visible only within the query's segment.
+    "segments_causal_pad": dict(T=37, S=37, causal=True, pad=True,
+                                segments=True),
+    "segments_t5gemma2_window": dict(
+        T=37, S=37, sliding_window=t5gemma2_encoder_window(8),
+        segments=True),
+    "segments_cross": dict(T=19, S=45, segments=True, soft_cap=3.0),
+    "segments_decode": dict(T=1, S=40, causal=True, sliding_window=9,
+                            offset=20, segments=True),
 }
+
+
+def segment_ids(length, batch=2, offset=0, query_length=None):
+    """`[batch, length]` packed-segment ids (3 segments per row, different
+    boundaries per row); with `query_length`, the ids of the queries at
+    `offset .. offset + query_length` instead."""
+    ids = np.zeros((batch, length), "int32")
+    for row in range(batch):
+        for fraction in (0.3 + 0.15 * row, 0.7):
+            ids[row, int(length * fraction):] += 1
+    if query_length is not None:
+        return ids[:, offset:offset + query_length]
+    return ids
 
 
 def make_inputs(T, S, pad=False, batch=2, heads=4, kv_heads=2, head_dim=8,
@@ -66,6 +88,12 @@ def case_options(case, offset_as_tensor=False):
                    causal=case.get("causal", False),
                    sliding_window=case.get("sliding_window"),
                    query_offset=case.get("offset", 0))
+    if case.get("segments"):
+        T, S, offset = case["T"], case["S"], case.get("offset", 0)
+        options["key_segment_ids"] = segment_ids(S)
+        options["query_segment_ids"] = (
+            segment_ids(S, offset=offset, query_length=T) if T != S
+            and case.get("causal") else segment_ids(T))
     if offset_as_tensor:
         options["query_offset"] = ops.convert_to_tensor(
             options["query_offset"], "int32")

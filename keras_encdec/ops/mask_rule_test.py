@@ -62,3 +62,22 @@ def test_invalid_windows_raise():
         t5gemma2_encoder_window(0)
     with pytest.raises(ValueError, match="KeyWindow.left"):
         KeyWindow(left=-1)
+
+
+def test_segment_ids_mask_matches_explicit_rule():
+    query_ids = np.array([[0, 0, 1, 1, 1, 2], [0, 1, 1, 1, 1, 1]])
+    key_ids = np.array([[0, 0, 1, 1, 1, 2], [0, 0, 0, 1, 1, 1]])
+    padding = np.ones((2, 6), bool)
+    padding[1, 4] = False
+    got = ops.convert_to_numpy(attention_mask(
+        6, 6, causal=True, sliding_window=3, key_padding_mask=padding,
+        query_segment_ids=query_ids, key_segment_ids=key_ids))
+    q, k = np.arange(6)[:, None], np.arange(6)[None]
+    expected = ((k <= q) & (k > q - 3))[None] & padding[:, None] & (
+        query_ids[:, :, None] == key_ids[:, None, :])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_segment_ids_need_both_sides():
+    with pytest.raises(ValueError, match="both queries and keys"):
+        attention_mask(3, 3, query_segment_ids=np.zeros((1, 3), "int32"))

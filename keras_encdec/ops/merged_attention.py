@@ -12,6 +12,11 @@ A row whose every key (self and cross) is masked gets, as in `"dense"`
 padded encoder therefore gives exactly self-only attention wherever the
 query sees at least one of its own keys.
 
+Sequence packing: with `query_segment_ids` / `key_segment_ids` the own keys
+are visible only within the query's segment, and with `cross_segment_ids`
+an encoder key only from decoder queries of the same segment (pack encoder
+inputs and decoder targets with matching segment numbers).
+
 Implementations (`impl`) are those of `dot_product_attention`: `"dense"`
 concatenates the `[T, S]` and `[T, S2]` scores; `"xla"`, `"pallas"` and
 `"flex"` never build them: each computes both key sets as parts (normalized
@@ -38,6 +43,9 @@ def merged_attention_masks(
     key_padding_mask=None,
     cross_padding_mask=None,
     query_offset=0,
+    query_segment_ids=None,
+    key_segment_ids=None,
+    cross_segment_ids=None,
 ):
     """The two boolean masks of `merged_dot_product_attention`.
 
@@ -52,6 +60,8 @@ def merged_attention_masks(
         cross_padding_mask: tensor or None. `[batch, S2]`. Defaults to
             `None`.
         query_offset: int or int scalar tensor. Defaults to `0`.
+        query_segment_ids, key_segment_ids, cross_segment_ids: int tensors
+            or None. See `merged_dot_product_attention`. Default to `None`.
 
     Returns:
         `(self_mask, cross_mask)`, bool `[batch or 1, T, S]` and
@@ -68,20 +78,25 @@ def merged_attention_masks(
     self_rule, cross_rule = merged_rules(
         causal=causal, sliding_window=sliding_window,
         key_padding_mask=key_padding_mask,
-        cross_padding_mask=cross_padding_mask, query_offset=query_offset)
+        cross_padding_mask=cross_padding_mask, query_offset=query_offset,
+        query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids,
+        cross_segment_ids=cross_segment_ids)
     return (self_rule.dense_mask(query_length, key_length),
             cross_rule.dense_mask(query_length, cross_length))
 
 
 def merged_rules(*, causal=True, sliding_window=None, key_padding_mask=None,
-                 cross_padding_mask=None, query_offset=0):
+                 cross_padding_mask=None, query_offset=0,
+                 query_segment_ids=None, key_segment_ids=None,
+                 cross_segment_ids=None):
     """`(self_rule, cross_rule)`: the `MaskRule` of each key set.
 
     Args:
         See `merged_attention_masks`.
 
     Returns:
-        Two `MaskRule`s; the cross one has no window and no offset.
+        Two `MaskRule`s; the cross one has no window and no offset, and
+        compares segments only when `cross_segment_ids` is given.
 
     Examples:
 
@@ -91,9 +106,19 @@ def merged_rules(*, causal=True, sliding_window=None, key_padding_mask=None,
     """
     self_rule = MaskRule(
         window=window_from_options(causal, sliding_window),
-        key_padding_mask=key_padding_mask, query_offset=query_offset)
-    cross_rule = MaskRule(window=KeyWindow(),
-                          key_padding_mask=cross_padding_mask)
+        key_padding_mask=key_padding_mask, query_offset=query_offset,
+        query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
+    if cross_segment_ids is not None and query_segment_ids is None:
+        raise ValueError(
+            "`cross_segment_ids` needs `query_segment_ids` (the decoder "
+            "query segment must equal the encoder key segment). Received: "
+            "query_segment_ids=None."
+        )
+    cross_rule = MaskRule(
+        window=KeyWindow(), key_padding_mask=cross_padding_mask,
+        query_segment_ids=(None if cross_segment_ids is None
+                           else query_segment_ids),
+        key_segment_ids=cross_segment_ids)
     return self_rule, cross_rule
 
 
@@ -111,6 +136,9 @@ def merged_dot_product_attention(
     key_padding_mask=None,
     cross_padding_mask=None,
     query_offset=0,
+    query_segment_ids=None,
+    key_segment_ids=None,
+    cross_segment_ids=None,
     impl=None,
 ):
     """One softmax over the decoder's own keys and the encoder's keys.
@@ -137,6 +165,17 @@ def merged_dot_product_attention(
         query_offset: int or int scalar tensor. Absolute position of the
             first query among the own keys (the cache index when decoding).
             Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the decoder queries (sequence packing). Defaults
+            to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, segment ids of
+            the decoder's own keys; an own key is visible only from queries
+            of its segment. Given together with `query_segment_ids`.
+            Defaults to `None`.
+        cross_segment_ids: int tensor or None. `[batch, S2]`, segment ids of
+            the encoder keys; an encoder key is visible only from decoder
+            queries of the same segment (needs `query_segment_ids`).
+            Defaults to `None` (no segment check on the encoder keys).
         impl: str or None. `"xla"`, `"pallas"`, `"flex"`, `"dense"` (see
             `dot_product_attention`), or `None` for the best available here
             (`attention.resolve_impl` on `T * (S + S2)` scores). Defaults to
@@ -169,7 +208,9 @@ def merged_dot_product_attention(
     self_rule, cross_rule = merged_rules(
         causal=causal, sliding_window=sliding_window,
         key_padding_mask=key_padding_mask,
-        cross_padding_mask=cross_padding_mask, query_offset=query_offset)
+        cross_padding_mask=cross_padding_mask, query_offset=query_offset,
+        query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids,
+        cross_segment_ids=cross_segment_ids)
     if impl == "dense":
         length = ops.shape(query)[1]
         parts = [(key, value, self_rule.dense_mask(length, ops.shape(key)[1])),

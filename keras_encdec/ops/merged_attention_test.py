@@ -13,6 +13,7 @@ from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.attention_testing import BACKEND
 from keras_encdec.ops.attention_testing import TOLERANCE
 from keras_encdec.ops.attention_testing import forward_and_grads
+from keras_encdec.ops.attention_testing import segment_ids
 from keras_encdec.ops.merged_attention import merged_dot_product_attention
 from keras_encdec.ops.merged_attention import merged_rules
 
@@ -23,11 +24,15 @@ MERGED_CASES = {
     "encoder_fully_padded": dict(T=9, S=9, S2=6, cross_pad="all"),
     "decode_step": dict(T=1, S=24, S2=10, offset=13, sliding_window=4,
                         pad=True, cross_pad=True),
+    "packed_segments": dict(T=21, S=21, S2=17, sliding_window=6, pad=True,
+                            cross_pad=True, segments=True),
+    "packed_decode_step": dict(T=1, S=24, S2=10, offset=13, segments=True),
 }
 
 
-def make_merged_inputs(T, S, S2, pad=False, cross_pad=False, batch=2,
-                       heads=4, kv_heads=2, head_dim=8, seed=1, **_):
+def make_merged_inputs(T, S, S2, pad=False, cross_pad=False, segments=False,
+                       offset=0, batch=2, heads=4, kv_heads=2, head_dim=8,
+                       seed=1, **_):
     rng = np.random.default_rng(seed)
 
     def normal(*shape):
@@ -53,6 +58,11 @@ def make_merged_inputs(T, S, S2, pad=False, cross_pad=False, batch=2,
         mask[-1, -4:] = False
         mask[0, :2] = False
         masks["cross_padding_mask"] = mask
+    if segments:
+        masks["key_segment_ids"] = segment_ids(S, batch)
+        masks["query_segment_ids"] = segment_ids(
+            S, batch, offset=offset, query_length=T)
+        masks["cross_segment_ids"] = segment_ids(S2, batch)
     return arrays, masks
 
 
@@ -84,6 +94,10 @@ def numpy_reference(arrays, masks, case):
         own = own & masks["key_padding_mask"][:, None]
     if masks["cross_padding_mask"] is not None:
         cross = cross & masks["cross_padding_mask"][:, None]
+    if "query_segment_ids" in masks:
+        query_ids = masks["query_segment_ids"][:, :, None]
+        own = own & (query_ids == masks["key_segment_ids"][:, None])
+        cross = cross & (query_ids == masks["cross_segment_ids"][:, None])
     mask = np.concatenate([own, cross], -1)[:, None]
     logits = np.where(mask, logits, -1e30)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
@@ -164,7 +178,7 @@ def test_public_xla_matches_dense():
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX-only kernel")
 @pytest.mark.parametrize("name", ["causal_pad_both", "decode_step",
-                                  "encoder_fully_padded"])
+                                  "encoder_fully_padded", "packed_segments"])
 def test_pallas_matches_dense_forward_and_gradients(name, monkeypatch):
     from keras_encdec.ops import attention_pallas
 
@@ -199,5 +213,8 @@ def test_bad_inputs_raise():
     x = np.zeros((1, 4, 2, 8), "float32")
     with pytest.raises(ValueError, match="Unknown attention impl"):
         merged_dot_product_attention(x, x, x, x, x, scale=1.0, impl="fast")
+    with pytest.raises(ValueError, match="needs `query_segment_ids`"):
+        merged_dot_product_attention(x, x, x, x, x, scale=1.0,
+                                     cross_segment_ids=np.zeros((1, 4)))
     with pytest.raises(ValueError, match="cross_key.shape"):
         merged_dot_product_attention(x, x, x, x[..., :4], x, scale=1.0)
