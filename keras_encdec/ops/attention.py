@@ -47,6 +47,7 @@ from keras_encdec.ops.attention_parts import MASKED_LOGIT
 from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import window_from_options
+from keras_encdec.utils import dispatch
 
 ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
 
@@ -62,24 +63,6 @@ BLOCKWISE_MIN_SCORES = 1024 * 1024
 def _static_lengths(query, *keys):
     lengths = (query.shape[1],) + tuple(k.shape[1] for k in keys)
     return all(isinstance(n, int) for n in lengths)
-
-
-def _device_kind(query):
-    """`"cpu"`, `"gpu"` or `"tpu"`: where this backend computes `query`."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend()
-    if backend == "torch":
-        device = getattr(query, "device", None)
-        kind = getattr(device, "type", "cpu")
-        return "gpu" if kind == "cuda" else kind
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-    return "cpu"
 
 
 def unavailable_reason(impl, query, key, probabilities_dropout=None,
@@ -105,8 +88,6 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None,
     >>> unavailable_reason("dense", x, x) is None
     True
     """
-    backend = keras.backend.backend()
-    device = _device_kind(query)
     if impl == "dense":
         return None
     if probabilities_dropout is not None:
@@ -124,28 +105,19 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None,
     if impl == "xla":
         return None
     if impl == "pallas":
-        if backend != "jax":
-            return (
-                "impl='pallas' needs the JAX backend on GPU or TPU (or "
-                f"Pallas interpret mode); this process runs {backend} on "
-                f"{device}"
-            )
-        from keras_encdec.ops import attention_pallas
-
-        return attention_pallas.unavailable_reason(query, key)
+        return dispatch.pallas_unavailable_reason(query)
     if impl == "flex":
+        backend = keras.backend.backend()
         if backend != "torch":
             return (
                 "impl='flex' needs the torch backend (torch.nn.attention."
-                f"flex_attention); this process runs {backend} on {device}"
+                f"flex_attention); this process runs {backend} on "
+                f"{dispatch.device_kind(query)}"
             )
         from keras_encdec.ops import attention_flex
 
         return attention_flex.unavailable_reason(query, key)
-    raise ValueError(
-        f"Unknown attention impl. Received: impl={impl!r}. Expected one "
-        f"of {ATTENTION_IMPLS} or None (pick the best available)."
-    )
+    return f"unknown attention impl {impl!r}"
 
 
 def resolve_impl(impl, query, key, probabilities_dropout=None,
@@ -156,7 +128,7 @@ def resolve_impl(impl, query, key, probabilities_dropout=None,
     than `BLOCKWISE_MIN_SCORES` scores per head; `"pallas"` on a JAX GPU;
     `"flex"` on a torch CUDA device; `"xla"` otherwise (CPU, TPU,
     TensorFlow). A named impl that cannot run raises `ValueError` with the
-    reason; there is no silent fallback.
+    reason; there is no silent fallback (`keras_encdec.utils.dispatch`).
 
     Args:
         impl: str or None. Requested implementation.
@@ -177,31 +149,22 @@ def resolve_impl(impl, query, key, probabilities_dropout=None,
     'dense'
     """
     keys = (key,) if cross_key is None else (key, cross_key)
-    if impl is not None:
-        if impl not in ATTENTION_IMPLS:
-            raise ValueError(
-                f"Unknown attention impl. Received: impl={impl!r}. Expected "
-                f"one of {ATTENTION_IMPLS} or None (pick the best available)."
-            )
-        reason = unavailable_reason(impl, query, key, probabilities_dropout,
-                                    cross_key)
-        if reason is not None:
-            raise ValueError(reason + ".")
-        return impl
-    if (
+    if impl is None and (
         probabilities_dropout is not None
         or not _static_lengths(query, *keys)
         or query.shape[1] * sum(k.shape[1] for k in keys)
         < BLOCKWISE_MIN_SCORES
     ):
         return "dense"
-    device = _device_kind(query)
-    backend = keras.backend.backend()
-    for candidate, needs in (("pallas", "jax"), ("flex", "torch")):
-        if backend == needs and device == "gpu":
-            if unavailable_reason(candidate, query, key) is None:
-                return candidate
-    return "xla"
+    # On TPU "pallas" runs when named; None keeps "xla" until measured.
+    candidates = ("xla",)
+    if dispatch.device_kind(query) == "gpu":
+        candidates = ("pallas", "flex", "xla")
+    return dispatch.resolve(
+        impl, impls=ATTENTION_IMPLS, what="attention impl",
+        candidates=candidates,
+        unavailable_reason=lambda name: unavailable_reason(
+            name, query, key, probabilities_dropout, cross_key))
 
 
 def attention_mask(

@@ -31,7 +31,6 @@ and `impl=None` never picks it.
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +44,9 @@ from keras_encdec.ops.mask_rule import PAD_CODE
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import visible
 from keras_encdec.ops.mask_rule import window_from_options
+from keras_encdec.utils import dispatch
 
-INTERPRET_ENV = "KERAS_ENCDEC_PALLAS_INTERPRET"
+INTERPRET_ENV = dispatch.INTERPRET_ENV
 DEFAULT_BLOCK_Q = 64
 DEFAULT_BLOCK_K = 64
 TPU_BLOCK_Q = 128
@@ -55,34 +55,11 @@ TPU_BLOCK_K = 128
 
 def interpret_mode():
     """Whether `KERAS_ENCDEC_PALLAS_INTERPRET=1` asks for interpret mode."""
-    return os.environ.get(INTERPRET_ENV, "0") == "1"
-
-
-def unavailable_reason(query, key):
-    """Why the kernel cannot run here (JAX backend assumed), or `None`."""
-    del query, key
-    platform = _default_platform()
-    if interpret_mode() or platform in ("gpu", "tpu"):
-        return None
-    return (
-        "impl='pallas' needs a GPU (Triton) or a TPU (Mosaic); JAX runs on "
-        f"{platform}. Set {INTERPRET_ENV}=1 to run it in Pallas interpret "
-        "mode (slow; for tests), or use impl='xla'"
-    )
+    return dispatch.pallas_interpret()
 
 
 def _next_power_of_2(n):
     return 1 << max(n - 1, 0).bit_length()
-
-
-def _default_platform():
-    """Platform of the default device (`jax_default_device`, else backend)."""
-    device = jax.config.jax_default_device
-    if device is None:
-        return jax.default_backend()
-    if isinstance(device, str):
-        return device
-    return device.platform
 
 
 def _tpu_vmem_limit(limit, query, padded_queries, padded_keys, head_dim):
@@ -461,7 +438,7 @@ def pallas_part(query, key, value, rule, *, scale, soft_cap=None,
     """
     batch, query_length, num_heads, head_dim = query.shape
     key_length, num_kv_heads = key.shape[1], key.shape[2]
-    on_tpu = _default_platform() == "tpu"
+    on_tpu = dispatch.device_kind() == "tpu"
     if block_q is None:
         block_q = TPU_BLOCK_Q if on_tpu else DEFAULT_BLOCK_Q
     if block_k is None:
