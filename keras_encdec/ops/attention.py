@@ -17,7 +17,11 @@ Masking semantics follow the pinned HF transformers T5Gemma exactly:
 - segment ids (sequence packing): key `k` is visible from query `i` of row
   `b` only when `query_segment_ids[b, i] == key_segment_ids[b, k]`.
 
-`q` is the absolute query position, `query_offset + i` for row `i`.
+`q` is the absolute query position, `query_offset + i` for row `i`. The rule
+is one `mask_rule.MaskRule`, built here and consumed by every implementation.
+A row with no visible key gets the uniform average of all values (finite
+masked logits, as transformers' additive mask); `attention_parts` is the one
+place that does this for the non-dense impls.
 
 Implementations (`impl`), each in its own module, all numerically equal to
 `"dense"` (fp32 forward and gradients within 1e-5 in the tests):
