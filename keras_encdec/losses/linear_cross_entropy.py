@@ -9,11 +9,12 @@ from keras import ops
 
 from keras_encdec.losses.chunked import chunked_token_losses
 from keras_encdec.losses.dense import dense_token_losses
+from keras_encdec.utils import dispatch
 
 IMPLS = ("xla", "pallas", "triton", "dense")
 REDUCTIONS = ("mean", "sum", "none")
 # Set to "1" to run impl="pallas" on CPU in Pallas interpret mode (tests).
-PALLAS_INTERPRET_ENV = "KERAS_ENCDEC_PALLAS_INTERPRET"
+PALLAS_INTERPRET_ENV = dispatch.INTERPRET_ENV
 # Gradient-filter threshold used by apple CCE for bf16 (`2**-7 / 32`).
 BF16_FILTER_EPS = 2.0**-7 / 32
 
@@ -28,60 +29,67 @@ def _float_dtype(x, name):
     return dtype
 
 
-def _device_summary():
+def _triton_unavailable_reason(hidden):
+    """Why the Triton kernel cannot run on `hidden` here, or `None`."""
     backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return backend, jax.default_backend()
-    if backend == "torch":
-        import torch
-
-        return backend, "cuda" if torch.cuda.is_available() else "cpu"
-    return backend, "cpu"
-
-
-def _pallas_status():
-    """Returns (can_run, interpret, reason)."""
-    backend, device = _device_summary()
-    interpret = os.environ.get(PALLAS_INTERPRET_ENV, "") == "1"
-    if backend != "jax":
-        return False, False, f"this process runs KERAS_BACKEND={backend}"
-    if device in ("gpu", "tpu"):
-        return True, False, ""
-    if interpret:
-        return True, True, ""
-    return False, False, (
-        f"this process runs KERAS_BACKEND=jax on {device} "
-        f"(set {PALLAS_INTERPRET_ENV}=1 for the slow interpret mode)"
-    )
-
-
-def _triton_status(hidden):
-    """Returns (can_run, reason)."""
-    backend, _ = _device_summary()
     if backend != "torch":
-        return False, f"this process runs KERAS_BACKEND={backend}"
-    on_cuda = hidden.is_cuda
-    if not on_cuda and os.environ.get("TRITON_INTERPRET", "") != "1":
-        return False, (
-            "the inputs are on the CPU (set TRITON_INTERPRET=1 before "
-            "importing keras_encdec for the slow interpret mode)"
+        return (
+            "impl='triton' needs the torch backend on CUDA with triton "
+            f"installed; this process runs KERAS_BACKEND={backend}"
+        )
+    if not hidden.is_cuda and os.environ.get("TRITON_INTERPRET", "") != "1":
+        return (
+            "impl='triton' needs the torch backend on CUDA with triton "
+            "installed; the inputs are on the CPU (set TRITON_INTERPRET=1 "
+            "before importing keras_encdec for the slow interpret mode)"
         )
     if "triton" not in sys.modules and "tensorflow" in sys.modules:
-        return False, (
-            "triton was not imported before tensorflow (importing it now "
-            "would abort the process); import keras_encdec first"
+        return (
+            "impl='triton' cannot run: triton was not imported before "
+            "tensorflow (importing it now would abort the process); import "
+            "keras_encdec first"
         )
     try:
         import triton  # noqa: F401
     except ImportError:
-        return False, "the `triton` package is not installed"
-    return True, ""
+        return "impl='triton' needs the `triton` package, which is missing"
+    return None
+
+
+def unavailable_reason(impl, hidden):
+    """Why loss `impl` cannot run on `hidden` here, or `None` if it can.
+
+    Args:
+        impl: str. One of `IMPLS`.
+        hidden: tensor. The hidden states (their device matters on torch).
+
+    Returns:
+        A string, or `None`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> unavailable_reason("xla", np.zeros((2, 4), "float32")) is None
+    True
+    """
+    if impl in ("xla", "dense"):
+        return None
+    if impl == "pallas":
+        reason = dispatch.pallas_unavailable_reason(hidden)
+        if reason is not None:
+            reason += ". Use impl='xla' (portable, same memory bound)"
+        return reason
+    if impl == "triton":
+        return _triton_unavailable_reason(hidden)
+    return f"unknown loss impl {impl!r}"
 
 
 def resolve_impl(impl, hidden):
     """Returns the implementation name to run, or raises why it cannot run.
+
+    `None` picks `"pallas"` on a JAX GPU, `"triton"` on torch CUDA (with
+    triton importable), else `"xla"` (TPU keeps `"xla"`: the Pallas loss
+    kernels have not been tiled for VMEM yet; `impl="pallas"` still tries).
 
     Args:
         impl: str or None. One of `"xla"`, `"pallas"`, `"triton"`,
@@ -91,37 +99,12 @@ def resolve_impl(impl, hidden):
     Returns:
         str. The resolved implementation name.
     """
-    if impl is not None and impl not in IMPLS:
-        raise ValueError(
-            f"Unknown `impl`. Received: impl={impl!r}. Expected one of "
-            f"{IMPLS} or None."
-        )
-    if impl is None:
-        backend, device = _device_summary()
-        # TPU keeps "xla": the Pallas kernels target the GPU lowering and
-        # have not been tiled for VMEM yet (impl="pallas" still tries).
-        if backend == "jax" and device == "gpu":
-            return "pallas"
-        if backend == "torch" and hidden.is_cuda and _triton_status(hidden)[0]:
-            return "triton"
-        return "xla"
-    if impl == "pallas":
-        ok, _, reason = _pallas_status()
-        if not ok:
-            raise ValueError(
-                "impl='pallas' needs the JAX backend on a GPU or TPU; "
-                f"{reason}. Use impl='xla' (portable, same memory bound) or "
-                "impl=None (best available)."
-            )
-    if impl == "triton":
-        ok, reason = _triton_status(hidden)
-        if not ok:
-            raise ValueError(
-                "impl='triton' needs the torch backend on CUDA with triton "
-                f"installed; {reason}. Use impl='xla' (portable, same memory "
-                "bound) or impl=None (best available)."
-            )
-    return impl
+    candidates = ("xla",)
+    if dispatch.device_kind(hidden) == "gpu":
+        candidates = ("pallas", "triton", "xla")
+    return dispatch.resolve(
+        impl, impls=IMPLS, what="`impl`", candidates=candidates,
+        unavailable_reason=lambda name: unavailable_reason(name, hidden))
 
 
 def _concrete(x):
@@ -337,7 +320,7 @@ def linear_cross_entropy(
             logit_soft_cap=logit_soft_cap,
             block_vocab=chunk_size,
             filter_eps=filter_eps,
-            interpret=_pallas_status()[1],
+            interpret=dispatch.pallas_interpret(),
         )
     else:
         from keras_encdec.losses import triton_kernel

@@ -1,6 +1,9 @@
 """Backend-agnostic tensor operations shared by the models."""
 
 from keras_encdec.ops.attention import ATTENTION_IMPLS, dot_product_attention
+from keras_encdec.ops.mask_rule import KeyWindow, MaskRule
+from keras_encdec.ops.mask_rule import t5gemma2_encoder_window
+from keras_encdec.ops.merged_attention import merged_dot_product_attention
 from keras_encdec.ops.attention import attention_mask
 from keras_encdec.ops.rotary import apply_rotary_embedding
 
@@ -9,4 +12,8 @@ __all__ = [
     "apply_rotary_embedding",
     "attention_mask",
     "dot_product_attention",
+    "KeyWindow",
+    "MaskRule",
+    "merged_dot_product_attention",
+    "t5gemma2_encoder_window",
 ]

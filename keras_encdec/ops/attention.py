@@ -10,9 +10,18 @@ Masking semantics follow the pinned HF transformers T5Gemma exactly:
 - causal: key `k` is visible from query `q` when `k <= q`;
 - causal sliding window `W`: additionally `k > q - W` (`W` keys in all);
 - two-sided sliding window `W` (encoder): `|q - k| <= W` (`2W + 1` keys);
-- key padding: key `k` of row `b` is visible when `key_padding_mask[b, k]`.
+- asymmetric window `(left, right)` (non-causal only): `q - left <= k <=
+  q + right`; T5Gemma 2's encoder window `W` is
+  `t5gemma2_encoder_window(W) = ((W + 1) // 2 - 1, W // 2)`;
+- key padding: key `k` of row `b` is visible when `key_padding_mask[b, k]`;
+- segment ids (sequence packing): key `k` is visible from query `i` of row
+  `b` only when `query_segment_ids[b, i] == key_segment_ids[b, k]`.
 
-`q` is the absolute query position, `query_offset + i` for row `i`.
+`q` is the absolute query position, `query_offset + i` for row `i`. The rule
+is one `mask_rule.MaskRule`, built here and consumed by every implementation.
+A row with no visible key gets the uniform average of all values (finite
+masked logits, as transformers' additive mask); `attention_parts` is the one
+place that does this for the non-dense impls.
 
 Implementations (`impl`), each in its own module, all numerically equal to
 `"dense"` (fp32 forward and gradients within 1e-5 in the tests):
@@ -38,11 +47,16 @@ torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
 import keras
 from keras import ops
 
+from keras_encdec.ops.attention_parts import MASKED_LOGIT
+from keras_encdec.ops.attention_parts import attend_parts
+from keras_encdec.ops.mask_rule import MaskRule
+from keras_encdec.ops.mask_rule import window_from_options
+from keras_encdec.utils import dispatch
+
 ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
 
-# Large negative logit for masked keys. Finite, so a fully masked row gives a
+# Masked keys get the finite `MASKED_LOGIT`, so a fully masked row gives a
 # uniform distribution instead of NaN (as transformers' additive mask does).
-_MASKED_LOGIT = -1e30
 
 # `impl=None` keeps "dense" below this many scores per head (`T * S`): the
 # score matrix is small (< 4 MiB per head in float32) and one fused matmul
@@ -50,30 +64,13 @@ _MASKED_LOGIT = -1e30
 BLOCKWISE_MIN_SCORES = 1024 * 1024
 
 
-def _static_lengths(query, key):
-    lengths = (query.shape[1], key.shape[1])
+def _static_lengths(query, *keys):
+    lengths = (query.shape[1],) + tuple(k.shape[1] for k in keys)
     return all(isinstance(n, int) for n in lengths)
 
 
-def _device_kind(query):
-    """`"cpu"`, `"gpu"` or `"tpu"`: where this backend computes `query`."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend()
-    if backend == "torch":
-        device = getattr(query, "device", None)
-        kind = getattr(device, "type", "cpu")
-        return "gpu" if kind == "cuda" else kind
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-    return "cpu"
-
-
-def unavailable_reason(impl, query, key, probabilities_dropout=None):
+def unavailable_reason(impl, query, key, probabilities_dropout=None,
+                       cross_key=None):
     """Why `impl` cannot run on these inputs here, or `None` if it can.
 
     Args:
@@ -82,6 +79,8 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None):
         key: tensor. The key, `[batch, S, num_kv_heads, head_dim]`.
         probabilities_dropout: callable or None. Dropout on probabilities
             (only `"dense"` applies it). Defaults to `None`.
+        cross_key: tensor or None. The encoder keys of merged attention.
+            Defaults to `None`.
 
     Returns:
         A string, or `None`.
@@ -93,8 +92,6 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None):
     >>> unavailable_reason("dense", x, x) is None
     True
     """
-    backend = keras.backend.backend()
-    device = _device_kind(query)
     if impl == "dense":
         return None
     if probabilities_dropout is not None:
@@ -102,52 +99,48 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None):
             f"impl={impl!r} cannot apply `probabilities_dropout` (it never "
             "holds the probabilities); use impl='dense' or dropout_rate=0"
         )
-    if not _static_lengths(query, key):
+    keys = (key,) if cross_key is None else (key, cross_key)
+    if not _static_lengths(query, *keys):
         return (
             f"impl={impl!r} needs static sequence lengths. Received: "
-            f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
+            f"query.shape={tuple(query.shape)}, "
+            f"key shapes={[tuple(k.shape) for k in keys]}"
         )
     if impl == "xla":
         return None
     if impl == "pallas":
-        if backend != "jax":
-            return (
-                "impl='pallas' needs the JAX backend on GPU or TPU (or "
-                f"Pallas interpret mode); this process runs {backend} on "
-                f"{device}"
-            )
-        from keras_encdec.ops import attention_pallas
-
-        return attention_pallas.unavailable_reason(query, key)
+        return dispatch.pallas_unavailable_reason(query)
     if impl == "flex":
+        backend = keras.backend.backend()
         if backend != "torch":
             return (
                 "impl='flex' needs the torch backend (torch.nn.attention."
-                f"flex_attention); this process runs {backend} on {device}"
+                f"flex_attention); this process runs {backend} on "
+                f"{dispatch.device_kind(query)}"
             )
         from keras_encdec.ops import attention_flex
 
         return attention_flex.unavailable_reason(query, key)
-    raise ValueError(
-        f"Unknown attention impl. Received: impl={impl!r}. Expected one "
-        f"of {ATTENTION_IMPLS} or None (pick the best available)."
-    )
+    return f"unknown attention impl {impl!r}"
 
 
-def resolve_impl(impl, query, key, probabilities_dropout=None):
+def resolve_impl(impl, query, key, probabilities_dropout=None,
+                 cross_key=None):
     """The implementation `dot_product_attention` runs for `impl`.
 
     `None` picks, in order: `"dense"` with dropout, unknown lengths or fewer
     than `BLOCKWISE_MIN_SCORES` scores per head; `"pallas"` on a JAX GPU;
     `"flex"` on a torch CUDA device; `"xla"` otherwise (CPU, TPU,
     TensorFlow). A named impl that cannot run raises `ValueError` with the
-    reason; there is no silent fallback.
+    reason; there is no silent fallback (`keras_encdec.utils.dispatch`).
 
     Args:
         impl: str or None. Requested implementation.
         query: tensor. The query, `[batch, T, num_heads, head_dim]`.
         key: tensor. The key, `[batch, S, num_kv_heads, head_dim]`.
         probabilities_dropout: callable or None. Defaults to `None`.
+        cross_key: tensor or None. The encoder keys of merged attention
+            (their length counts towards the scores). Defaults to `None`.
 
     Returns:
         One of `ATTENTION_IMPLS`.
@@ -159,29 +152,23 @@ def resolve_impl(impl, query, key, probabilities_dropout=None):
     >>> resolve_impl(None, x, x)
     'dense'
     """
-    if impl is not None:
-        if impl not in ATTENTION_IMPLS:
-            raise ValueError(
-                f"Unknown attention impl. Received: impl={impl!r}. Expected "
-                f"one of {ATTENTION_IMPLS} or None (pick the best available)."
-            )
-        reason = unavailable_reason(impl, query, key, probabilities_dropout)
-        if reason is not None:
-            raise ValueError(reason + ".")
-        return impl
-    if (
+    keys = (key,) if cross_key is None else (key, cross_key)
+    if impl is None and (
         probabilities_dropout is not None
-        or not _static_lengths(query, key)
-        or query.shape[1] * key.shape[1] < BLOCKWISE_MIN_SCORES
+        or not _static_lengths(query, *keys)
+        or query.shape[1] * sum(k.shape[1] for k in keys)
+        < BLOCKWISE_MIN_SCORES
     ):
         return "dense"
-    device = _device_kind(query)
-    backend = keras.backend.backend()
-    for candidate, needs in (("pallas", "jax"), ("flex", "torch")):
-        if backend == needs and device == "gpu":
-            if unavailable_reason(candidate, query, key) is None:
-                return candidate
-    return "xla"
+    # On TPU "pallas" runs when named; None keeps "xla" until measured.
+    candidates = ("xla",)
+    if dispatch.device_kind(query) == "gpu":
+        candidates = ("pallas", "flex", "xla")
+    return dispatch.resolve(
+        impl, impls=ATTENTION_IMPLS, what="attention impl",
+        candidates=candidates,
+        unavailable_reason=lambda name: unavailable_reason(
+            name, query, key, probabilities_dropout, cross_key))
 
 
 def attention_mask(
@@ -192,6 +179,8 @@ def attention_mask(
     causal=False,
     sliding_window=None,
     key_padding_mask=None,
+    query_segment_ids=None,
+    key_segment_ids=None,
 ):
     """Builds the boolean visibility mask used by `dot_product_attention`.
 
@@ -202,13 +191,20 @@ def attention_mask(
             first query. Defaults to `0`.
         causal: bool. Whether keys after the query are hidden. Defaults to
             `False`.
-        sliding_window: int or None. Window size (see module docstring).
-            Defaults to `None` (full attention).
+        sliding_window: int, `(left, right)` or None. Window (see module
+            docstring). Defaults to `None` (full attention).
         key_padding_mask: bool/int tensor or None. `[batch, S]`, true where
             the key is a real token. Defaults to `None`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
 
     Returns:
-        A bool tensor `[1, T, S]`, or `[batch, T, S]` with a padding mask.
+        A bool tensor `[1, T, S]`, or `[batch, T, S]` with a padding mask
+        or segment ids.
 
     Examples:
 
@@ -216,24 +212,14 @@ def attention_mask(
     >>> ops.convert_to_numpy(m)[0].astype(int).tolist()
     [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
     """
-    query_positions = ops.arange(query_length, dtype="int32") + ops.cast(
-        query_offset, "int32"
+    rule = MaskRule(
+        window=window_from_options(causal, sliding_window),
+        key_padding_mask=key_padding_mask,
+        query_offset=query_offset,
+        query_segment_ids=query_segment_ids,
+        key_segment_ids=key_segment_ids,
     )
-    key_positions = ops.arange(key_length, dtype="int32")
-    q = query_positions[:, None]  # [T, 1]
-    k = key_positions[None, :]  # [1, S]
-    mask = ops.ones((query_length, key_length), dtype="bool")
-    if causal:
-        mask = ops.logical_and(mask, k <= q)
-        if sliding_window is not None:
-            mask = ops.logical_and(mask, k > q - sliding_window)
-    elif sliding_window is not None:
-        mask = ops.logical_and(mask, ops.abs(q - k) <= sliding_window)
-    mask = mask[None]  # [1, T, S]
-    if key_padding_mask is not None:
-        key_padding_mask = ops.cast(key_padding_mask, "bool")[:, None, :]
-        mask = ops.logical_and(mask, key_padding_mask)
-    return mask
+    return rule.dense_mask(query_length, key_length)
 
 
 def dot_product_attention(
@@ -247,6 +233,8 @@ def dot_product_attention(
     sliding_window=None,
     key_padding_mask=None,
     query_offset=0,
+    query_segment_ids=None,
+    key_segment_ids=None,
     probabilities_dropout=None,
     impl=None,
 ):
@@ -262,12 +250,19 @@ def dot_product_attention(
         soft_cap: float or None. Applies `tanh(x / c) * c` to the scaled
             logits before masking. Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. See the module docstring for the
-            causal and two-sided semantics. Defaults to `None`.
+        sliding_window: int, `(left, right)` or None. See the module
+            docstring for the causal, two-sided and asymmetric semantics.
+            Defaults to `None`.
         key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
             first query (the cache index when decoding). Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
         probabilities_dropout: callable or None. Applied to the attention
             probabilities (training only). Defaults to `None`.
         impl: str or None. `"xla"` (blockwise `keras.ops`, memory linear
@@ -289,44 +284,24 @@ def dot_product_attention(
     (2, 5, 4, 8)
     """
     impl = resolve_impl(impl, query, key, probabilities_dropout)
-    if impl != "dense":
-        _check_heads(query, key)
-        options = dict(
-            scale=scale,
-            soft_cap=soft_cap,
-            causal=causal,
-            sliding_window=sliding_window,
-            key_padding_mask=key_padding_mask,
-            query_offset=query_offset,
-        )
-        if impl == "xla":
-            from keras_encdec.ops.attention_blockwise import (
-                blockwise_attention,
-            )
-
-            return blockwise_attention(query, key, value, **options)
-        if impl == "pallas":
-            from keras_encdec.ops.attention_pallas import pallas_attention
-
-            return pallas_attention(query, key, value, **options)
-        from keras_encdec.ops.attention_flex import flex_attention
-
-        return flex_attention(query, key, value, **options)
-    return _dense_attention(
-        query,
-        key,
-        value,
-        scale=scale,
-        soft_cap=soft_cap,
-        causal=causal,
-        sliding_window=sliding_window,
+    check_heads(query, key)
+    rule = MaskRule(
+        window=window_from_options(causal, sliding_window),
         key_padding_mask=key_padding_mask,
         query_offset=query_offset,
-        probabilities_dropout=probabilities_dropout,
+        query_segment_ids=query_segment_ids,
+        key_segment_ids=key_segment_ids,
     )
+    if impl == "dense":
+        mask = rule.dense_mask(ops.shape(query)[1], ops.shape(key)[1])
+        return dense_attention_parts(
+            query, [(key, value, mask)], scale=scale, soft_cap=soft_cap,
+            probabilities_dropout=probabilities_dropout)
+    return attend_parts(impl, query, [(key, value, rule)], scale=scale,
+                        soft_cap=soft_cap)
 
 
-def _check_heads(query, key):
+def check_heads(query, key):
     num_heads, num_kv_heads = query.shape[-2], key.shape[-2]
     if num_heads % num_kv_heads:
         raise ValueError(
@@ -336,46 +311,51 @@ def _check_heads(query, key):
         )
 
 
-def _dense_attention(
-    query,
-    key,
-    value,
-    *,
-    scale,
-    soft_cap,
-    causal,
-    sliding_window,
-    key_padding_mask,
-    query_offset,
-    probabilities_dropout,
-):
-    """The reference: materializes the `[T, S]` scores (impl `"dense"`)."""
-    _check_heads(query, key)
+def dense_attention_parts(query, parts, *, scale, soft_cap=None,
+                          probabilities_dropout=None):
+    """Reference attention with ONE softmax over several key sets.
+
+    Materializes `[T, S1 + S2 + ...]` scores: the logits of every part are
+    concatenated, masked, soft-maxed together and split again.
+
+    Args:
+        query: tensor. `[batch, T, num_heads, head_dim]`.
+        parts: list of `(key, value, mask)`: key/value `[batch, S_i,
+            num_kv_heads, head_dim]`, mask a bool `[batch or 1, T, S_i]`.
+        scale: float. Multiplies the query-key logits.
+        soft_cap: float or None. `tanh(x / c) * c` on the scaled logits.
+            Defaults to `None`.
+        probabilities_dropout: callable or None. Defaults to `None`.
+
+    Returns:
+        A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
+    """
+    for key, _, _ in parts:
+        check_heads(query, key)
     num_heads, head_dim = query.shape[-2], query.shape[-1]
-    num_kv_heads = key.shape[-2]
+    num_kv_heads = parts[0][0].shape[-2]
     groups = num_heads // num_kv_heads
     batch, query_length = ops.shape(query)[0], ops.shape(query)[1]
-    key_length = ops.shape(key)[1]
-
     query = ops.reshape(
         query, (batch, query_length, num_kv_heads, groups, head_dim)
     )
-    logits = ops.einsum("btkgh,bskh->bkgts", query, key)
-    logits = ops.cast(logits, "float32") * scale
-    if soft_cap is not None:
-        logits = ops.tanh(logits / soft_cap) * soft_cap
-    mask = attention_mask(
-        query_length,
-        key_length,
-        query_offset=query_offset,
-        causal=causal,
-        sliding_window=sliding_window,
-        key_padding_mask=key_padding_mask,
-    )  # [batch|1, T, S]
-    logits = ops.where(mask[:, None, None, :, :], logits, _MASKED_LOGIT)
-    probabilities = ops.softmax(logits, axis=-1)
-    probabilities = ops.cast(probabilities, value.dtype)
+    logits, lengths = [], []
+    for key, _, mask in parts:
+        part = ops.einsum("btkgh,bskh->bkgts", query, key)
+        part = ops.cast(part, "float32") * scale
+        if soft_cap is not None:
+            part = ops.tanh(part / soft_cap) * soft_cap
+        logits.append(ops.where(mask[:, None, None, :, :], part,
+                                MASKED_LOGIT))
+        lengths.append(ops.shape(key)[1])
+    logits = logits[0] if len(parts) == 1 else ops.concatenate(logits, -1)
+    probabilities = ops.softmax(logits, axis=-1)  # [B, K, G, T, sum S_i]
+    probabilities = ops.cast(probabilities, parts[0][1].dtype)
     if probabilities_dropout is not None:
         probabilities = probabilities_dropout(probabilities)
-    output = ops.einsum("bkgts,bskh->btkgh", probabilities, value)
+    output, start = 0, 0
+    for (_, value, _), length in zip(parts, lengths):
+        weights = probabilities[..., start:start + length]
+        start = start + length
+        output = output + ops.einsum("bkgts,bskh->btkgh", weights, value)
     return ops.reshape(output, (batch, query_length, num_heads, head_dim))

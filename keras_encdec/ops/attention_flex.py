@@ -3,9 +3,12 @@
 The soft-cap is a `score_mod` (`tanh(s / c) * c`, applied by flex after the
 `scale`), windows, causality, the decode offset and key padding are one
 `mask_mod`, turned into a `BlockMask` so that blocks wholly outside the
-window are skipped. Grouped-query attention uses `enable_gqa=True`. A fully
-masked row (flex returns zeros and `lse = -inf`) is replaced by the mean of
-all values, as `dot_product_attention(impl="dense")` gives.
+window are skipped; the mask is the `MaskRule`'s (window on positions, codes
+for key padding and segment ids). Grouped-query attention uses
+`enable_gqa=True`. `flex_part` returns one key set's output and
+log-sum-exp (see `attention_parts`; flex gives a fully masked row zeros and
+`lse = -inf`, mapped to `MASKED_LOGIT`), filled in
+`attention_parts.combine_parts`.
 
 Where it runs (torch 2.13):
 
@@ -22,6 +25,12 @@ import functools
 
 import torch
 from torch.nn.attention import flex_attention as flex
+
+from keras_encdec.ops.attention_parts import MASKED_LOGIT
+from keras_encdec.ops.attention_parts import combine_parts
+from keras_encdec.ops.mask_rule import MaskRule
+from keras_encdec.ops.mask_rule import visible
+from keras_encdec.ops.mask_rule import window_from_options
 
 DEFAULT_BLOCK_SIZE = 128
 
@@ -55,27 +64,20 @@ def _compiled_flex_attention():
     return torch.compile(flex.flex_attention, dynamic=False)
 
 
-def _mask_mod(causal, window, offset, padding):
+def _mask_mod(window, offset, query_codes, key_codes):
     def mask_mod(b, h, q_index, k_index):
-        q = q_index + offset
-        if causal:
-            visible = k_index <= q
-            if window is not None:
-                visible = visible & (k_index > q - window)
-        elif window is not None:
-            visible = (q - k_index).abs() <= window
-        else:
-            visible = k_index >= 0
-        if padding is not None:
-            visible = visible & padding[b, k_index]
-        return visible
+        if query_codes is None:
+            return visible(window, q_index + offset, k_index)
+        return visible(window, q_index + offset, k_index,
+                       query_codes[b, q_index], key_codes[b, k_index])
 
     return mask_mod
 
 
 def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
                    sliding_window=None, key_padding_mask=None,
-                   query_offset=0, block_size=DEFAULT_BLOCK_SIZE):
+                   query_offset=0, query_segment_ids=None,
+                   key_segment_ids=None, block_size=DEFAULT_BLOCK_SIZE):
     """`flex_attention` with the semantics of `dot_product_attention`.
 
     Args:
@@ -85,12 +87,18 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
         scale: float. Multiplies the query-key logits.
         soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. Causal or two-sided window. Defaults to
-            `None`.
+        sliding_window: int, `(left, right)` or None. Causal, two-sided or
+            asymmetric window. Defaults to `None`.
         key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
             first query. Defaults to `0`.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
         block_size: int. `BlockMask` tile. Defaults to `DEFAULT_BLOCK_SIZE`.
 
     Returns:
@@ -106,17 +114,47 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
     """
     from keras import ops
 
+    value = ops.convert_to_tensor(value)
+    rule = MaskRule(window=window_from_options(causal, sliding_window),
+                    key_padding_mask=key_padding_mask,
+                    query_offset=query_offset,
+                    query_segment_ids=query_segment_ids,
+                    key_segment_ids=key_segment_ids)
+    result = flex_part(query, key, value, rule, scale=scale,
+                       soft_cap=soft_cap, block_size=block_size)
+    return combine_parts([result], [value], result[0].dtype).to(
+        ops.convert_to_tensor(query).dtype)
+
+
+def flex_part(query, key, value, rule, *, scale, soft_cap=None,
+              block_size=DEFAULT_BLOCK_SIZE):
+    """One key set's `(out, lse)` (see `attention_parts`) with flex.
+
+    Args:
+        query: torch tensor. `[batch, T, num_heads, head_dim]`.
+        key: torch tensor. `[batch, S, num_kv_heads, head_dim]`.
+        value: torch tensor. `[batch, S, num_kv_heads, head_dim]`.
+        rule: MaskRule. Which keys each query sees.
+        scale: float. Multiplies the query-key logits.
+        soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
+        block_size: int. `BlockMask` tile. Defaults to `DEFAULT_BLOCK_SIZE`.
+
+    Returns:
+        `(out [batch, T, num_heads, head_dim], lse [batch, T, num_heads])`,
+        float32.
+    """
+    from keras import ops
+
     query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
     batch, query_length, _, _ = query.shape
     key_length = key.shape[1]
     device = query.device
-    padding = None
-    if key_padding_mask is not None:
-        padding = torch.as_tensor(key_padding_mask, device=device).bool()
-    offset = torch.as_tensor(query_offset, device=device, dtype=torch.int32)
+    query_codes, key_codes = rule.full_codes(batch, query_length, key_length)
+    offset = torch.as_tensor(rule.query_offset, device=device,
+                             dtype=torch.int32)
     block_mask = flex.create_block_mask(
-        _mask_mod(causal, sliding_window, offset, padding),
-        batch if padding is not None else None, None, query_length,
+        _mask_mod(rule.window, offset, query_codes, key_codes),
+        batch if query_codes is not None else None, None, query_length,
         key_length, device=device, BLOCK_SIZE=block_size)
     score_mod = None
     if soft_cap is not None:
@@ -124,13 +162,12 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
             return torch.tanh(score / soft_cap) * soft_cap
     attend = (_compiled_flex_attention() if device.type == "cuda"
               else flex.flex_attention)
-    out, lse = attend(
+    out, aux = attend(
         query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
         score_mod=score_mod, block_mask=block_mask, scale=scale,
-        enable_gqa=True, return_lse=True)  # [B, N, T, H], [B, N, T]
-    out = out.transpose(1, 2)
-    # Dense attention gives a fully masked row the mean of all S values.
-    fully_masked = torch.isneginf(lse).transpose(1, 2)[..., None]
-    groups = query.shape[2] // key.shape[2]
-    value_mean = value.float().mean(dim=1).repeat_interleave(groups, dim=1)
-    return torch.where(fully_masked, value_mean[:, None].to(out.dtype), out)
+        enable_gqa=True, return_aux=flex.AuxRequest(lse=True))
+    out = out.transpose(1, 2).float()  # [B, T, N, H]
+    lse = aux.lse.transpose(1, 2).float()  # [B, T, N]
+    fully_masked = torch.isneginf(lse)
+    out = torch.where(fully_masked[..., None], 0.0, out)
+    return out, torch.where(fully_masked, MASKED_LOGIT, lse)

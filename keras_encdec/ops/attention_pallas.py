@@ -8,8 +8,12 @@ head serves `num_heads / num_kv_heads` query heads through the block index
 maps) and a query offset for decode steps. Each program visits only the key
 blocks (forward, dQ) or query blocks (dK/dV) that its window can reach.
 
-Semantics equal `dot_product_attention(impl="dense")`, including a fully
-masked row (it reads the mean of all values).
+Masks come from a `MaskRule`: its `KeyWindow` on positions and its codes
+(key padding and segment ids folded into one int per query and per key).
+`pallas_part` returns one key set's normalized output and log-sum-exp (see
+`attention_parts`), differentiable in both (a log-sum-exp cotangent enters
+as `delta - d_lse`); fully masked rows are filled in
+`attention_parts.combine_parts`.
 
 The kernels run on a head-major layout (`[B, N, T, H]`, transposed in
 `pallas_attention`) with 2-D tiles only, so the same code lowers through
@@ -27,16 +31,22 @@ and `impl=None` never picks it.
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-MASKED_LOGIT = -1e30
-_FULLY_MASKED_THRESHOLD = -1e29
-INTERPRET_ENV = "KERAS_ENCDEC_PALLAS_INTERPRET"
+from keras_encdec.ops.attention_parts import FULLY_MASKED_THRESHOLD
+from keras_encdec.ops.attention_parts import MASKED_LOGIT
+from keras_encdec.ops.attention_parts import combine_parts
+from keras_encdec.ops.mask_rule import PAD_CODE
+from keras_encdec.ops.mask_rule import MaskRule
+from keras_encdec.ops.mask_rule import visible
+from keras_encdec.ops.mask_rule import window_from_options
+from keras_encdec.utils import dispatch
+
+INTERPRET_ENV = dispatch.INTERPRET_ENV
 DEFAULT_BLOCK_Q = 64
 DEFAULT_BLOCK_K = 64
 TPU_BLOCK_Q = 128
@@ -45,34 +55,11 @@ TPU_BLOCK_K = 128
 
 def interpret_mode():
     """Whether `KERAS_ENCDEC_PALLAS_INTERPRET=1` asks for interpret mode."""
-    return os.environ.get(INTERPRET_ENV, "0") == "1"
-
-
-def unavailable_reason(query, key):
-    """Why the kernel cannot run here (JAX backend assumed), or `None`."""
-    del query, key
-    platform = _default_platform()
-    if interpret_mode() or platform in ("gpu", "tpu"):
-        return None
-    return (
-        "impl='pallas' needs a GPU (Triton) or a TPU (Mosaic); JAX runs on "
-        f"{platform}. Set {INTERPRET_ENV}=1 to run it in Pallas interpret "
-        "mode (slow; for tests), or use impl='xla'"
-    )
+    return dispatch.pallas_interpret()
 
 
 def _next_power_of_2(n):
     return 1 << max(n - 1, 0).bit_length()
-
-
-def _default_platform():
-    """Platform of the default device (`jax_default_device`, else backend)."""
-    device = jax.config.jax_default_device
-    if device is None:
-        return jax.default_backend()
-    if isinstance(device, str):
-        return device
-    return device.platform
 
 
 def _tpu_vmem_limit(limit, query, padded_queries, padded_keys, head_dim):
@@ -84,18 +71,10 @@ def _tpu_vmem_limit(limit, query, padded_queries, padded_keys, head_dim):
     return int(2 * whole + 16 * 2**20)  # two arrays, two buffers each
 
 
-def _mask(query_positions, key_positions, valid, cfg):
+def _mask(query_positions, key_positions, query_codes, key_codes, cfg):
     """Visible (query, key) pairs; all arguments broadcast to one 2-D tile."""
-    q, k = query_positions, key_positions
-    mask = valid != 0
-    if cfg.causal:
-        mask = jnp.logical_and(mask, k <= q)
-        if cfg.window is not None:
-            mask = jnp.logical_and(mask, k > q - cfg.window)
-    elif cfg.window is not None:
-        mask = jnp.logical_and(mask, jnp.logical_and(k >= q - cfg.window,
-                                                     k <= q + cfg.window))
-    return mask
+    return visible(cfg.window, query_positions, key_positions, query_codes,
+                   key_codes)
 
 
 def _logits(a, b, cfg):
@@ -125,10 +104,10 @@ def _iota(shape, axis):
 # Kernel layout (head-major, legal for Triton and Mosaic alike): q/o/do are
 # `[bq or Tp, H]` tiles of `[B, N, Tp, H]`, k/v `[bk or Sp, H]` tiles of
 # `[B, K, Sp, H]`. Per-query scalars (lse, delta) are rows `[1, bq]` of
-# `[B, N, Tp // bq, 1, bq]` and key validity rows `[1, bk]` of
-# `[B, Sp // bk, 1, bk]` (a `[L, 1]` column would take 128 lanes per entry
-# in TPU memory); kernels that need a column transpose the tile. The query
-# offset is a `[1, 1]` int32 array.
+# `[B, N, Tp // bq, 1, bq]`, key codes rows `[1, bk]` of `[B, Sp // bk, 1,
+# bk]` and query codes rows `[1, bq]` of `[B, Tp // bq, 1, bq]` (a `[L, 1]`
+# column would take 128 lanes per entry in TPU memory); kernels that need a
+# column transpose the tile. The query offset is a `[1, 1]` int32 array.
 
 
 def _column(row):
@@ -144,9 +123,10 @@ def _row(column):
     return jnp.max(wide, axis=0, keepdims=True)
 
 
-def _forward_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, o_ref,
-                    lse_ref, *, cfg):
+def _forward_kernel(offset_ref, qcode_ref, kcode_ref, q_ref, k_ref, v_ref,
+                    o_ref, lse_ref, *, cfg):
     q = q_ref[...]  # [bq, H]
+    qcode = _column(qcode_ref[...])  # [bq, 1]
     bq, bk = cfg.block_q, cfg.block_k
     first_query = offset_ref[0, 0] + pl.program_id(0) * bq
     qpos = first_query + _iota((bq, bk), 0)
@@ -156,7 +136,8 @@ def _forward_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, o_ref,
         start = pl.multiple_of(j * bk, bk)
         keys = pl.ds(start, bk)
         s = _logits(q, k_ref[keys, :], cfg)
-        mask = _mask(qpos, start + _iota((bq, bk), 1), valid_ref[j], cfg)
+        mask = _mask(qpos, start + _iota((bq, bk), 1), qcode, kcode_ref[j],
+                     cfg)
         s = jnp.where(mask, s, MASKED_LOGIT)
         new_max = jnp.maximum(row_max, jnp.max(s, axis=1, keepdims=True))
         p = jnp.exp(s - new_max)
@@ -171,7 +152,7 @@ def _forward_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, o_ref,
             jnp.zeros((bq, 1), jnp.float32))
     lower, upper = _key_block_range(first_query, cfg)
     acc, row_max, row_sum = lax.fori_loop(lower, upper, body, init)
-    fully_masked = row_max < _FULLY_MASKED_THRESHOLD
+    fully_masked = row_max < FULLY_MASKED_THRESHOLD
     row_sum = jnp.where(row_sum == 0, 1.0, row_sum)
     o_ref[...] = (acc / row_sum).astype(o_ref.dtype)
     lse_ref[...] = _row(jnp.where(fully_masked, -MASKED_LOGIT,
@@ -187,12 +168,12 @@ def _dlogits(capped, mask, lse, dp, delta, cfg):
     return p, ds * cfg.scale
 
 
-def _dkdv_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
-                 delta_ref, dk_ref, dv_ref, *, cfg):
+def _dkdv_kernel(offset_ref, qcode_ref, kcode_ref, q_ref, k_ref, v_ref,
+                 do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, cfg):
     # Key-major: tiles are `[bk, bq]` (transposed logits), so lse and delta
     # broadcast as rows and every dot is a plain or `trans_b` product.
     k, v = k_ref[...], v_ref[...]  # [bk, H]
-    valid = _column(valid_ref[...])  # [bk, 1]
+    kcode = _column(kcode_ref[...])  # [bk, 1]
     bk, bq = cfg.block_k, cfg.block_q
     offset = offset_ref[0, 0]
     first_key = pl.program_id(0) * bk
@@ -203,7 +184,8 @@ def _dkdv_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
         start = pl.multiple_of(i * bq, bq)
         rows = pl.ds(start, bq)
         q, do = q_ref[rows, :], do_ref[rows, :]
-        mask = _mask(offset + start + _iota((bk, bq), 1), kpos, valid, cfg)
+        mask = _mask(offset + start + _iota((bk, bq), 1), kpos,
+                     qcode_ref[i], kcode, cfg)
         dp = pl.dot(v, do, trans_b=True).astype(jnp.float32)
         p, ds = _dlogits(_logits(k, q, cfg), mask, lse_ref[i], dp,
                          delta_ref[i], cfg)
@@ -225,9 +207,10 @@ def _dkdv_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _dq_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
-               delta_ref, dq_ref, *, cfg):
+def _dq_kernel(offset_ref, qcode_ref, kcode_ref, q_ref, k_ref, v_ref, do_ref,
+               lse_ref, delta_ref, dq_ref, *, cfg):
     q, do = q_ref[...], do_ref[...]  # [bq, H]
+    qcode = _column(qcode_ref[...])  # [bq, 1]
     lse, delta = _column(lse_ref[...]), _column(delta_ref[...])  # [bq, 1]
     bq, bk = cfg.block_q, cfg.block_k
     first_query = offset_ref[0, 0] + pl.program_id(0) * bq
@@ -237,7 +220,8 @@ def _dq_kernel(offset_ref, valid_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
         start = pl.multiple_of(j * bk, bk)
         keys = pl.ds(start, bk)
         k = k_ref[keys, :]
-        mask = _mask(qpos, start + _iota((bq, bk), 1), valid_ref[j], cfg)
+        mask = _mask(qpos, start + _iota((bq, bk), 1), qcode, kcode_ref[j],
+                     cfg)
         dp = pl.dot(do, v_ref[keys, :], trans_b=True).astype(jnp.float32)
         _, ds = _dlogits(_logits(q, k, cfg), mask, lse, dp, delta, cfg)
         return dq + pl.dot(ds.astype(k.dtype), k)
@@ -272,8 +256,10 @@ def _specs(cfg, names):
     nq, nk = cfg.num_query_blocks, cfg.num_key_blocks
     specs = {
         "offset": ((1, 1), lambda i, b, n: (0, 0)),
-        "valid": ((None, nk, 1, bk), lambda i, b, n: (b, 0, 0, 0)),
-        "+valid": ((None, None, 1, bk), lambda i, b, n: (b, i, 0, 0)),
+        "kcode": ((None, nk, 1, bk), lambda i, b, n: (b, 0, 0, 0)),
+        "+kcode": ((None, None, 1, bk), lambda i, b, n: (b, i, 0, 0)),
+        "qcode": ((None, nq, 1, bq), lambda i, b, n: (b, 0, 0, 0)),
+        "+qcode": ((None, None, 1, bq), lambda i, b, n: (b, i, 0, 0)),
         "q": ((None, None, tp, hp), lambda i, b, n: (b, n, 0, 0)),
         "+q": ((None, None, bq, hp), lambda i, b, n: (b, n, i, 0)),
         "kv": ((None, None, sp, hp), lambda i, b, n: (b, n // g, 0, 0)),
@@ -313,63 +299,61 @@ def _call(kernel, cfg, grid_blocks, in_names, out_names, out_shapes, *args):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(cfg, q, k, v, offset, valid):
-    return _flash_forward(cfg, q, k, v, offset, valid)[0]
+def _flash(cfg, q, k, v, offset, qcode, kcode):
+    return _flash_forward(cfg, q, k, v, offset, qcode, kcode)[0]
 
 
-def _flash_forward(cfg, q, k, v, offset, valid):
-    """q `[B, N, Tp, H]`, k/v `[B, K, Sp, H]`, valid `[B, Sp // bk, 1, bk]`.
+def _flash_forward(cfg, q, k, v, offset, qcode, kcode):
+    """q `[B, N, Tp, H]`, k/v `[B, K, Sp, H]`, codes `[B, blocks, 1, tile]`.
 
-    Saves lse as `[B, N, Tp]` (dense in TPU memory, unlike the rows).
+    Returns `(out [B, N, Tp, H], lse [B, N, Tp])`: 0 and `MASKED_LOGIT` on
+    rows that see no key. Saves lse as `[B, N, Tp]` (dense in TPU memory,
+    unlike the rows), `+1e30` on those rows so the backward's
+    probabilities are 0 there.
     """
     rows = jax.ShapeDtypeStruct((cfg.batch, cfg.num_heads,
                                  cfg.num_query_blocks, 1, cfg.block_q),
                                 jnp.float32)
     out, lse = _call(_forward_kernel, cfg, cfg.num_query_blocks,
-                     ["offset", "valid", "+q", "kv", "kv"], ["+q", "+rows"],
+                     ["offset", "+qcode", "kcode", "+q", "kv", "kv"],
+                     ["+q", "+rows"],
                      [jax.ShapeDtypeStruct(q.shape, q.dtype), rows],
-                     offset, valid, q, k, v)
+                     offset, qcode, kcode, q, k, v)
     lse = lse.reshape(q.shape[:3])
-    fully_masked = (lse > -_FULLY_MASKED_THRESHOLD)[..., None]
-    value_mean = jnp.sum(v.astype(jnp.float32), axis=2) / cfg.key_length
-    value_mean = jnp.repeat(value_mean, cfg.groups, axis=1)  # [B, N, H]
-    out = jnp.where(fully_masked, value_mean[:, :, None].astype(out.dtype),
-                    out)
-    return out, (q, k, v, offset, valid, out, lse)
+    fully_masked = lse > -FULLY_MASKED_THRESHOLD
+    out = jnp.where(fully_masked[..., None], 0, out)
+    public_lse = jnp.where(fully_masked, MASKED_LOGIT, lse)
+    return (out, public_lse), (q, k, v, offset, qcode, kcode, out, lse)
 
 
-def _flash_backward(cfg, residuals, d_out):
-    q, k, v, offset, valid, out, lse = residuals
+def _flash_backward(cfg, residuals, cotangents):
+    q, k, v, offset, qcode, kcode, out, lse = residuals
+    d_out, d_lse = cotangents
     heads, groups = cfg.num_heads, cfg.groups
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)
+    delta = delta - d_lse.astype(jnp.float32)
     rows_shape = (cfg.batch, heads, cfg.num_query_blocks, 1, cfg.block_q)
     lse_rows, delta_rows = lse.reshape(rows_shape), delta.reshape(rows_shape)
     do = d_out.astype(q.dtype)
     per_head = jax.ShapeDtypeStruct(
         (cfg.batch, heads, cfg.padded_keys, cfg.head_dim), jnp.float32)
     dk, dv = _call(_dkdv_kernel, cfg, cfg.num_key_blocks,
-                   ["offset", "+valid", "q", "+kv", "+kv", "q", "rows",
-                    "rows"],
+                   ["offset", "qcode", "+kcode", "q", "+kv", "+kv", "q",
+                    "rows", "rows"],
                    ["+kv_per_head", "+kv_per_head"], [per_head, per_head],
-                   offset, valid, q, k, v, do, lse_rows, delta_rows)
+                   offset, qcode, kcode, q, k, v, do, lse_rows, delta_rows)
     (dq,) = _call(_dq_kernel, cfg, cfg.num_query_blocks,
-                  ["offset", "valid", "+q", "kv", "kv", "+q", "+rows",
-                   "+rows"],
+                  ["offset", "+qcode", "kcode", "+q", "kv", "kv", "+q",
+                   "+rows", "+rows"],
                   ["+q"], [jax.ShapeDtypeStruct(q.shape, q.dtype)],
-                  offset, valid, q, k, v, do, lse_rows, delta_rows)
-    # Fully masked rows read every value with weight 1 / S.
-    fully_masked = (lse > -_FULLY_MASKED_THRESHOLD)[..., None]
-    uniform = jnp.sum(jnp.where(fully_masked, d_out, 0), axis=2)  # [B, N, H]
+                  offset, qcode, kcode, q, k, v, do, lse_rows, delta_rows)
 
     def per_kv_head(x):  # [B, N, ...] -> [B, K, ...]
         return x.reshape((x.shape[0], heads // groups, groups)
                          + x.shape[2:]).sum(axis=2)
 
-    real = (jnp.arange(cfg.padded_keys) < cfg.key_length)[:, None]
-    dv = per_kv_head(dv) + jnp.where(
-        real, per_kv_head(uniform)[:, :, None] / cfg.key_length, 0.0)
     return (dq, per_kv_head(dk).astype(k.dtype),
-            dv.astype(v.dtype), None, None)
+            per_kv_head(dv).astype(v.dtype), None, None, None)
 
 
 _flash.defvjp(_flash_forward, _flash_backward)
@@ -377,7 +361,8 @@ _flash.defvjp(_flash_forward, _flash_backward)
 
 def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
                      sliding_window=None, key_padding_mask=None,
-                     query_offset=0, block_q=None, block_k=None,
+                     query_offset=0, query_segment_ids=None,
+                     key_segment_ids=None, block_q=None, block_k=None,
                      tpu_vmem_limit_bytes=None):
     """Flash attention with the semantics of `dot_product_attention`.
 
@@ -388,21 +373,19 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
         scale: float. Multiplies the query-key logits.
         soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. Causal or two-sided window. Defaults to
-            `None`.
+        sliding_window: int, `(left, right)` or None. Causal, two-sided or
+            asymmetric window. Defaults to `None`.
         key_padding_mask: array or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar array. Absolute position of the
             first query. Defaults to `0`.
-        block_q: int or None. Query tile: a power of 2 >= 16 on GPU, a
-            multiple of 8 (best 128) on TPU. Defaults to `DEFAULT_BLOCK_Q`
-            (`TPU_BLOCK_Q` when the default device is a TPU).
-        block_k: int or None. Key tile, likewise. Defaults to
-            `DEFAULT_BLOCK_K` (`TPU_BLOCK_K` on TPU).
-        tpu_vmem_limit_bytes: int or None. Mosaic's scoped VMEM limit for
-            the kernels on TPU. Defaults to `None`: enough for the whole
-            key/value (forward, dQ) or query (dK/dV) sequence of one head
-            that each program keeps in VMEM.
+        query_segment_ids: int tensor or None. `[batch, T]`, non-negative
+            segment ids of the queries (sequence packing): a key is visible
+            only from queries of its own segment. Given together with
+            `key_segment_ids`. Defaults to `None`.
+        key_segment_ids: int tensor or None. `[batch, S]`, non-negative
+            segment ids of the keys. Defaults to `None`.
+        block_q, block_k, tpu_vmem_limit_bytes: tiles, see `pallas_part`.
 
     Returns:
         An array `[batch, T, num_heads, head_dim]` in `query.dtype`.
@@ -417,9 +400,45 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
     >>> tuple(out.shape)
     (1, 20, 2, 8)
     """
+    rule = MaskRule(window=window_from_options(causal, sliding_window),
+                    key_padding_mask=key_padding_mask,
+                    query_offset=query_offset,
+                    query_segment_ids=query_segment_ids,
+                    key_segment_ids=key_segment_ids)
+    result = pallas_part(query, key, value, rule, scale=scale,
+                         soft_cap=soft_cap, block_q=block_q, block_k=block_k,
+                         tpu_vmem_limit_bytes=tpu_vmem_limit_bytes)
+    return combine_parts([result], [value], query.dtype)
+
+
+def pallas_part(query, key, value, rule, *, scale, soft_cap=None,
+                block_q=None, block_k=None, tpu_vmem_limit_bytes=None):
+    """One key set's `(out, lse)` (see `attention_parts`) in Pallas.
+
+    Args:
+        query: jax array. `[batch, T, num_heads, head_dim]`.
+        key: jax array. `[batch, S, num_kv_heads, head_dim]`.
+        value: jax array. `[batch, S, num_kv_heads, head_dim]`.
+        rule: MaskRule. Which keys each query sees.
+        scale: float. Multiplies the query-key logits.
+        soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
+        block_q: int or None. Query tile: a power of 2 >= 16 on GPU, a
+            multiple of 8 (best 128) on TPU. Defaults to `DEFAULT_BLOCK_Q`
+            (`TPU_BLOCK_Q` when the default device is a TPU).
+        block_k: int or None. Key tile, likewise. Defaults to
+            `DEFAULT_BLOCK_K` (`TPU_BLOCK_K` on TPU).
+        tpu_vmem_limit_bytes: int or None. Mosaic's scoped VMEM limit for
+            the kernels on TPU. Defaults to `None`: enough for the whole
+            key/value (forward, dQ) or query (dK/dV) sequence of one head
+            that each program keeps in VMEM.
+
+    Returns:
+        `(out [batch, T, num_heads, head_dim], lse [batch, T, num_heads])`,
+        float32.
+    """
     batch, query_length, num_heads, head_dim = query.shape
     key_length, num_kv_heads = key.shape[1], key.shape[2]
-    on_tpu = _default_platform() == "tpu"
+    on_tpu = dispatch.device_kind() == "tpu"
     if block_q is None:
         block_q = TPU_BLOCK_Q if on_tpu else DEFAULT_BLOCK_Q
     if block_k is None:
@@ -430,16 +449,12 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
     num_query_blocks = -(-query_length // block_q)
     num_key_blocks = -(-key_length // block_k)
     padded_head_dim = _next_power_of_2(head_dim)
-    keys_before = keys_after = None
-    if causal:
-        keys_after = 0
-        keys_before = None if sliding_window is None else sliding_window - 1
-    elif sliding_window is not None:
-        keys_before = keys_after = sliding_window
+    window = rule.window
+    # The static part of the rule; the kernels get the codes as arrays.
     cfg = _Config(
-        scale=float(scale), soft_cap=soft_cap, causal=causal,
-        window=sliding_window, keys_before=keys_before,
-        keys_after=keys_after, block_q=block_q, block_k=block_k,
+        scale=float(scale), soft_cap=soft_cap,
+        window=window, keys_before=window.left,
+        keys_after=window.right, block_q=block_q, block_k=block_k,
         num_query_blocks=num_query_blocks, num_key_blocks=num_key_blocks,
         padded_queries=num_query_blocks * block_q,
         padded_keys=num_key_blocks * block_k, head_dim=padded_head_dim,
@@ -454,13 +469,22 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
                         (0, padded_head_dim - head_dim)))
         return jnp.transpose(x, (0, 2, 1, 3))
 
-    valid = jnp.ones((batch, key_length), jnp.int32)
-    if key_padding_mask is not None:
-        valid = jnp.asarray(key_padding_mask).astype(jnp.int32)
-    valid = jnp.pad(valid, ((0, 0), (0, cfg.padded_keys - key_length)))
-    valid = valid.reshape(batch, num_key_blocks, 1, block_k)
-    offset = jnp.reshape(jnp.asarray(query_offset, jnp.int32), (1, 1))
-    out = _flash(cfg, pad(query, cfg.padded_queries),
-                 pad(key, cfg.padded_keys), pad(value, cfg.padded_keys),
-                 offset, valid)
-    return jnp.transpose(out, (0, 2, 1, 3))[:, :query_length, :, :head_dim]
+    query_codes, key_codes = rule.full_codes(batch, query_length, key_length)
+    if query_codes is None:
+        query_codes = jnp.zeros((batch, query_length), jnp.int32)
+        key_codes = jnp.zeros((batch, key_length), jnp.int32)
+    # Keys past S get PAD_CODE: never visible.
+    key_codes = jnp.pad(jnp.asarray(key_codes, jnp.int32),
+                        ((0, 0), (0, cfg.padded_keys - key_length)),
+                        constant_values=PAD_CODE)
+    key_codes = key_codes.reshape(batch, num_key_blocks, 1, block_k)
+    query_codes = jnp.pad(jnp.asarray(query_codes, jnp.int32),
+                          ((0, 0), (0, cfg.padded_queries - query_length)))
+    query_codes = query_codes.reshape(batch, num_query_blocks, 1, block_q)
+    offset = jnp.reshape(jnp.asarray(rule.query_offset, jnp.int32), (1, 1))
+    out, lse = _flash(cfg, pad(query, cfg.padded_queries),
+                      pad(key, cfg.padded_keys), pad(value, cfg.padded_keys),
+                      offset, query_codes, key_codes)
+    out = jnp.transpose(out, (0, 2, 1, 3))[:, :query_length, :, :head_dim]
+    lse = jnp.transpose(lse, (0, 2, 1))[:, :query_length]
+    return out.astype(jnp.float32), lse
