@@ -21,6 +21,7 @@ import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
+from keras_encdec.errors import PresetDownloadError  # noqa: F401 (public)
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ TRANSFORMERS = "transformers"
 KERAS_HUB = "keras_hub"
 HF_PREFIX = "hf://"
 KAGGLE_PREFIX = "kaggle://"
-
-
-class PresetDownloadError(OSError):
-    """A hub handle could not be downloaded."""
 
 
 def download(handle):

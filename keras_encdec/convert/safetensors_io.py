@@ -14,6 +14,7 @@ import struct
 
 import ml_dtypes
 import numpy as np
+from keras_encdec.errors import CheckpointError  # noqa: F401 (public)
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -31,10 +32,6 @@ _DTYPES = {
     "BOOL": np.dtype("bool"),
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder or file is missing or unreadable."""
 
 
 def read_json_config(folder, name="config.json"):

@@ -9,12 +9,9 @@ source tensor was used exactly once and every target variable set.
 import logging
 
 from tqdm.auto import tqdm
+from keras_encdec.errors import WeightMismatchError  # noqa: F401 (public)
 
 logger = logging.getLogger(__name__)
-
-
-class WeightMismatchError(ValueError):
-    """A source checkpoint does not fit the target model."""
 
 
 class WeightAssigner:

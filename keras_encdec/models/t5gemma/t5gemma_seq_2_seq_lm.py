@@ -13,6 +13,7 @@ from keras_hub.src.utils.tensor_utils import any_equal
 from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
+from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses import linear_cross_entropy
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
@@ -145,11 +146,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
             if preset_loader.foreign_tokenizer_file(fmt, folder):
                 preprocessor = cls.preprocessor_cls.from_preset(folder)
             else:
-                logger.warning(
-                    "No tokenizer.model in '%s': the model has no "
-                    "preprocessor and takes token-id dicts.",
-                    folder,
-                )
+                log_missing_tokenizer(folder)
         return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
 
     def export_to_transformers(self, path, max_shard_bytes=2 * 1024**3):
