@@ -89,7 +89,22 @@ def resolve(preset, registry):
             f"{hint}Known names ({len(registry)}, also in "
             f"`T5GemmaBackbone.presets`): {', '.join(sorted(registry))}."
         )
-    return detect_format(preset), preset
+    fmt = detect_format(preset)
+    if fmt != TRANSFORMERS:  # Transformers folders: `SafetensorsReader`.
+        _check_one_weights_file(preset)
+    return fmt, preset
+
+
+def _check_one_weights_file(folder):
+    """Raises when a Keras preset folder holds both a single weights file
+    and a sharded one (keras-hub would silently load the sharded one)."""
+    single, sharded = "model.weights.h5", "model.weights.json"
+    if all(os.path.exists(os.path.join(folder, n)) for n in (single, sharded)):
+        raise CheckpointError(
+            f"'{folder}' holds both '{single}' and '{sharded}', two different "
+            "sets of weights. Expected one of them: remove the stale one "
+            "(e.g. left by an older save into this folder)."
+        )
 
 
 def detect_format(folder):

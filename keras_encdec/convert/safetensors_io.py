@@ -87,6 +87,12 @@ class SafetensorsReader:
         self.folder = folder
         index_path = os.path.join(folder, INDEX_FILE)
         single_path = os.path.join(folder, SINGLE_FILE)
+        if os.path.exists(index_path) and os.path.exists(single_path):
+            raise CheckpointError(
+                f"'{folder}' holds both '{SINGLE_FILE}' and '{INDEX_FILE}', "
+                "two different sets of weights. Expected one of them: remove "
+                "the stale one (e.g. left by an older save into this folder)."
+            )
         if os.path.exists(index_path):
             try:
                 with open(index_path) as f:

@@ -532,11 +532,16 @@ class T5GemmaBackbone(Backbone):
             target = list(target_layer_names)
         return lora_lib.enable_lora(self, rank, target=target, alpha=alpha)
 
-    def save_lora_weights(self, filepath):
+    def save_lora_weights(self, filepath, overwrite=False):
         """Saves only the LoRA factors, with rank, alpha and targets.
+
+        The file is written atomically; an existing adapter file is
+        replaced, any other existing file refused unless `overwrite`.
 
         Args:
             filepath: str. A path ending in `.lora.h5`.
+            overwrite: bool. Replace an existing file that is not an
+                adapter. Defaults to `False`.
 
         Examples:
 
@@ -550,7 +555,7 @@ class T5GemmaBackbone(Backbone):
         >>> len(fresh.trainable_weights) == len(backbone.trainable_weights)
         True
         """
-        lora_lib.save_lora_weights(self, filepath)
+        lora_lib.save_lora_weights(self, filepath, overwrite=overwrite)
 
     def load_lora_weights(self, filepath):
         """Loads an adapter file; enables LoRA with its settings if needed.

@@ -1,9 +1,6 @@
 """T5Gemma sequence-to-sequence language model task."""
 
-import json
 import logging
-import os
-import shutil
 
 from keras import ops
 from keras_hub.models import Seq2SeqLM
@@ -15,6 +12,7 @@ from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses import linear_cross_entropy
+from keras_encdec.utils import atomic_save
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
@@ -149,7 +147,9 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
                 log_missing_tokenizer(folder)
         return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
 
-    def export_to_transformers(self, path, max_shard_bytes=2 * 1024**3):
+    def export_to_transformers(
+        self, path, max_shard_bytes=2 * 1024**3, overwrite=False
+    ):
         """Writes a transformers `T5GemmaForConditionalGeneration` folder.
 
         The folder holds `config.json`, safetensors weights (streamed in
@@ -157,45 +157,65 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         `tokenizer.model`. Weights keep their dtype, so a transformers ->
         keras-encdec -> transformers round trip is bit-identical.
 
+        The folder is written atomically (into a temporary sibling, then
+        moved into place): an interrupted export leaves the old folder or
+        the new one, and files of an earlier export (old shards) are gone.
+        Free disk space is checked first.
+
         Args:
             path: str. Output folder (created if needed).
             max_shard_bytes: int. Largest safetensors shard. Defaults to
                 2 GiB.
+            overwrite: bool. Replace a folder holding files keras-encdec
+                did not write. Defaults to `False` (such a folder raises
+                `keras_encdec.errors.TargetExistsError`).
 
         Examples:
 
-        >>> import tempfile
+        >>> import os, tempfile
         >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
         >>> folder = tempfile.mkdtemp()
         >>> lm.export_to_transformers(folder)
-        >>> sorted(os.listdir(folder))[:2]
+        >>> sorted(os.listdir(folder))[1:3]  # [0] is the save manifest
         ['config.json', 'model.safetensors']
         """
-        os.makedirs(path, exist_ok=True)
-        dtype = str(self.backbone.token_embedding.embeddings.dtype)
-        config = transformers_t5gemma.config_from_backbone(self.backbone, dtype)
-        if self.preprocessor is not None:
-            tokenizer = self.preprocessor.tokenizer
-            for key, token in (
-                ("pad_token_id", "<pad>"),
-                ("eos_token_id", "<eos>"),
-                ("bos_token_id", "<bos>"),
-            ):
-                config[key] = tokenizer.token_to_id(token)
-            config["decoder_start_token_id"] = config["bos_token_id"]
-        with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
-        transformers_t5gemma.export_transformers_weights(
-            self.backbone, path, max_shard_bytes=max_shard_bytes
+        transformers_t5gemma.export_task(
+            self, path, max_shard_bytes=max_shard_bytes, overwrite=overwrite
         )
-        if self.preprocessor is not None:
-            proto = self.preprocessor.tokenizer.proto
-            target = os.path.join(path, "tokenizer.model")
-            if isinstance(proto, bytes):
-                with open(target, "wb") as f:
-                    f.write(proto)
-            else:
-                shutil.copyfile(proto, target)
+
+    def save_to_preset(self, preset_dir, max_shard_size=10, overwrite=False):
+        """Saves the task (config, weights, preprocessor) to a folder.
+
+        Like keras-hub's `Task.save_to_preset`, but atomic and exclusive:
+        the preset is written into a temporary sibling and moved into place
+        in one step, so an interrupted save leaves the old preset or the new
+        one, never a mix; files of an earlier save are gone. Free disk space
+        is checked first (`keras_encdec.errors.InsufficientSpaceError`).
+
+        Args:
+            preset_dir: str. The preset folder.
+            max_shard_size: int or float or None. Largest weights shard in
+                GB. Defaults to `10`.
+            overwrite: bool. Replace a folder holding files keras-encdec
+                did not write. Defaults to `False` (such a folder raises
+                `keras_encdec.errors.TargetExistsError`).
+
+        Examples:
+
+        >>> import os, tempfile
+        >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+        >>> folder = os.path.join(tempfile.mkdtemp(), "preset")
+        >>> lm.save_to_preset(folder)
+        >>> lm.save_to_preset(folder)  # ours: replaced in one step
+        >>> "task.json" in os.listdir(folder)
+        True
+        """
+        with atomic_save.atomic_folder(
+            preset_dir,
+            overwrite=overwrite,
+            needed_bytes=atomic_save.variables_nbytes(self.weights),
+        ) as staging:
+            super().save_to_preset(staging, max_shard_size=max_shard_size)
 
     def compile(
         self,
