@@ -14,6 +14,7 @@ Formats are recognised from `config.json` alone. Only JSON, safetensors and
 `.weights.h5` files are read: nothing from a checkpoint is executed.
 """
 
+import contextlib
 import difflib
 import json
 import logging
@@ -21,6 +22,7 @@ import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
+from keras_encdec.errors import KerasEncDecError
 from keras_encdec.errors import PresetDownloadError  # noqa: F401 (public)
 
 logger = logging.getLogger(__name__)
@@ -136,6 +138,22 @@ def detect_format(folder):
         "Expected a transformers T5Gemma config (model_type 't5gemma'), a "
         "keras-hub T5GemmaBackbone preset or a keras-encdec preset."
     )
+
+
+@contextlib.contextmanager
+def naming_errors(folder):
+    """Turns an unreadable-file `OSError` (h5py reports a truncated or
+    corrupt `.weights.h5` without its name) into a `CheckpointError` naming
+    the folder. Errors that already name it pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, KerasEncDecError) or str(folder) in str(e):
+            raise
+        raise CheckpointError(
+            f"Could not read the preset in '{folder}': {type(e).__name__}: "
+            f"{e}. A weights file is missing, truncated or corrupt."
+        ) from e
 
 
 def load_foreign_backbone(cls, fmt, folder, load_weights=True, **kwargs):

@@ -35,6 +35,8 @@ torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
 `"pallas"` runs when named; `None` keeps `"xla"` until it is measured there.
 """
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -288,6 +290,7 @@ def dot_product_attention(
     >>> tuple(out.shape)
     (2, 5, 4, 8)
     """
+    _check_options(soft_cap, sliding_window)
     impl = resolve_impl(impl, query, key, probabilities_dropout)
     if impl != "dense":
         _check_heads(query, key)
@@ -324,6 +327,22 @@ def dot_product_attention(
         query_offset=query_offset,
         probabilities_dropout=probabilities_dropout,
     )
+
+
+def _check_options(soft_cap, sliding_window):
+    # A window of 0 hides the past keys; `soft_cap=0` makes logits uniform.
+    window_ok = sliding_window is None or (
+        isinstance(sliding_window, numbers.Integral) and sliding_window >= 1
+    )
+    if not window_ok or isinstance(sliding_window, bool):
+        raise ValueError(
+            "`sliding_window` must be None or an int >= 1. Received: "
+            f"sliding_window={sliding_window!r}."
+        )
+    if soft_cap is not None and not soft_cap > 0:
+        raise ValueError(
+            f"`soft_cap` must be None or > 0. Received: soft_cap={soft_cap!r}."
+        )
 
 
 def _check_heads(query, key):

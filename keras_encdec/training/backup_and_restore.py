@@ -21,6 +21,7 @@ import os
 
 import keras
 
+from keras_encdec.errors import CheckpointError
 from keras_encdec.utils import atomic_save
 
 POINTER = "checkpoint.json"
@@ -169,7 +170,13 @@ def read_state(model, path):
     import h5py
 
     variables = _state_variables(model)
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise CheckpointError(
+            f"Could not read the backup checkpoint '{path}': {e}."
+        ) from e
+    with handle as f:
         if len(f) != len(variables):
             raise ValueError(
                 f"Checkpoint '{path}' holds {len(f)} variables; the model and "

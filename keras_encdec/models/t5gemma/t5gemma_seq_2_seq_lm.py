@@ -12,15 +12,19 @@ from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses import linear_cross_entropy
-from keras_encdec.utils import atomic_save
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+from keras_encdec.models.task_guards import TaskGuardsMixin
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
     T5GemmaSeq2SeqLMPreprocessor,
 )
+from keras_encdec.utils import atomic_save
+from keras_encdec.utils.validation import check_known_kwargs
 
 logger = logging.getLogger(__name__)
+
+FROM_PRESET_KWARGS = ("preprocessor", "dtype", "remat", "name", "trainable")
 
 
 def soft_cap(logits, cap):
@@ -31,7 +35,7 @@ def soft_cap(logits, cap):
 
 
 @register
-class T5GemmaSeq2SeqLM(Seq2SeqLM):
+class T5GemmaSeq2SeqLM(TaskGuardsMixin, Seq2SeqLM):
     """T5Gemma encoder-decoder language model for generation and fine-tuning.
 
     Calling the model on a backbone input dict returns logits
@@ -75,6 +79,10 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
     preprocessor_cls = T5GemmaSeq2SeqLMPreprocessor
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
+        check_known_kwargs(
+            "T5GemmaSeq2SeqLM", kwargs, ("backbone", "preprocessor", "remat"),
+            allowed=("name", "trainable", "dtype"),
+        )
         _check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
@@ -88,6 +96,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
 
     def __call__(self, inputs, *args, **kwargs):
         check_inputs(inputs)
+        self._check_call_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
     @classproperty
@@ -119,6 +128,10 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         ...                              remat=True).backbone.remat
         True
         """
+        check_known_kwargs(
+            f"{cls.__name__}.from_preset", kwargs, FROM_PRESET_KWARGS,
+            allowed=FROM_PRESET_KWARGS,
+        )
         remat = kwargs.pop("remat", None)
         lm = cls._from_preset(preset, load_weights, **kwargs)
         if remat is not None:
@@ -129,7 +142,8 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
     def _from_preset(cls, preset, load_weights, **kwargs):
         fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
         if fmt == preset_loader.KERAS_ENCDEC:
-            lm = super().from_preset(folder, load_weights=load_weights, **kwargs)
+            with preset_loader.naming_errors(folder):
+                lm = super().from_preset(folder, load_weights, **kwargs)
             _check_vocabulary(lm.backbone, lm.preprocessor)
             return lm
         backbone_kwargs = {}
