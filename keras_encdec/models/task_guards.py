@@ -1,6 +1,6 @@
 """Guards around a task's `fit` / `evaluate` / `predict`.
 
-`TaskGuardsMixin` adds two things to a keras-encdec task:
+`TaskGuardsMixin` adds three things to a keras-encdec task:
 
 1. **Token-id and label range checks** before any step runs. Ids outside
    `[0, vocabulary_size)` silently give NaN (jax gathers fill out-of-range
@@ -19,6 +19,8 @@
    'NoneType' object is not callable`. The guard keeps references to the
    values (no copies) and reattaches any that are still empty after a
    failure.
+3. **Atomic, exclusive `save_to_preset`** (see `keras_encdec.utils.
+   atomic_save`): an interrupted save never leaves a mixed preset.
 
 Examples:
 
@@ -27,10 +29,11 @@ Examples:
 >>> lm = tiny_seq2seq_lm()
 >>> batch = {name: np.ones((1, 3), "int32") for name in lm.input}
 >>> batch["decoder_token_ids"][0, 0] = 64  # vocabulary_size is 64
->>> lm(batch)
-Traceback (most recent call last):
-...
-keras_encdec.errors.InputError: `decoder_token_ids` must lie in [0, 64) ...
+>>> try:
+...     lm(batch)
+... except InputError as e:
+...     print(str(e).split(" Received")[0])
+`decoder_token_ids` must lie in [0, 64).
 """
 
 import contextlib
@@ -39,6 +42,7 @@ import keras
 import numpy as np
 
 from keras_encdec.errors import InputError
+from keras_encdec.utils import atomic_save
 
 TOKEN_ID_KEYS = ("encoder_token_ids", "decoder_token_ids")
 IGNORE_INDEX = -100
@@ -167,7 +171,7 @@ def keep_variables_on_failure(model):
 
 class TaskGuardsMixin:
     """Input range checks and failure recovery for `fit`, `evaluate` and
-    `predict` (see the module docstring). Set `check_token_ranges = False`
+    `predict`, and an atomic `save_to_preset` (see the module docstring). Set `check_token_ranges = False`
     on an instance to skip the range checks."""
 
     check_token_ranges = True
@@ -203,6 +207,41 @@ class TaskGuardsMixin:
     def generate(self, inputs, max_length=None, *args, **kwargs):
         check_max_length(max_length)
         return super().generate(inputs, max_length, *args, **kwargs)
+
+    def save_to_preset(self, preset_dir, max_shard_size=10, overwrite=False):
+        """Saves the task (config, weights, preprocessor) to a folder.
+
+        Like keras-hub's `Task.save_to_preset`, but atomic and exclusive:
+        the preset is written into a temporary sibling and moved into place
+        in one step, so an interrupted save leaves the old preset or the new
+        one, never a mix; files of an earlier save are gone. Free disk space
+        is checked first (`keras_encdec.errors.InsufficientSpaceError`).
+
+        Args:
+            preset_dir: str. The preset folder.
+            max_shard_size: int or float or None. Largest weights shard in
+                GB. Defaults to `10`.
+            overwrite: bool. Replace a folder holding files keras-encdec
+                did not write. Defaults to `False` (such a folder raises
+                `keras_encdec.errors.TargetExistsError`).
+
+        Examples:
+
+        >>> import os, tempfile
+        >>> from keras_encdec.models import T5GemmaSeq2SeqLM
+        >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+        >>> folder = os.path.join(tempfile.mkdtemp(), "preset")
+        >>> lm.save_to_preset(folder)
+        >>> lm.save_to_preset(folder)  # ours: replaced in one step
+        >>> "task.json" in os.listdir(folder)
+        True
+        """
+        with atomic_save.atomic_folder(
+            preset_dir,
+            overwrite=overwrite,
+            needed_bytes=atomic_save.variables_nbytes(self.weights),
+        ) as staging:
+            super().save_to_preset(staging, max_shard_size=max_shard_size)
 
     def _check_call_inputs(self, inputs):
         """For `__call__`: checks numpy token ids (never device tensors)."""

@@ -19,7 +19,6 @@ from keras_encdec.models.task_guards import TaskGuardsMixin
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
     T5GemmaSeq2SeqLMPreprocessor,
 )
-from keras_encdec.utils import atomic_save
 from keras_encdec.utils.validation import check_known_kwargs
 
 logger = logging.getLogger(__name__)
@@ -196,40 +195,6 @@ class T5GemmaSeq2SeqLM(TaskGuardsMixin, Seq2SeqLM):
         transformers_t5gemma.export_task(
             self, path, max_shard_bytes=max_shard_bytes, overwrite=overwrite
         )
-
-    def save_to_preset(self, preset_dir, max_shard_size=10, overwrite=False):
-        """Saves the task (config, weights, preprocessor) to a folder.
-
-        Like keras-hub's `Task.save_to_preset`, but atomic and exclusive:
-        the preset is written into a temporary sibling and moved into place
-        in one step, so an interrupted save leaves the old preset or the new
-        one, never a mix; files of an earlier save are gone. Free disk space
-        is checked first (`keras_encdec.errors.InsufficientSpaceError`).
-
-        Args:
-            preset_dir: str. The preset folder.
-            max_shard_size: int or float or None. Largest weights shard in
-                GB. Defaults to `10`.
-            overwrite: bool. Replace a folder holding files keras-encdec
-                did not write. Defaults to `False` (such a folder raises
-                `keras_encdec.errors.TargetExistsError`).
-
-        Examples:
-
-        >>> import os, tempfile
-        >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
-        >>> folder = os.path.join(tempfile.mkdtemp(), "preset")
-        >>> lm.save_to_preset(folder)
-        >>> lm.save_to_preset(folder)  # ours: replaced in one step
-        >>> "task.json" in os.listdir(folder)
-        True
-        """
-        with atomic_save.atomic_folder(
-            preset_dir,
-            overwrite=overwrite,
-            needed_bytes=atomic_save.variables_nbytes(self.weights),
-        ) as staging:
-            super().save_to_preset(staging, max_shard_size=max_shard_size)
 
     def compile(
         self,
