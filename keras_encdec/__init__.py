@@ -1,7 +1,7 @@
 """keras-encdec: encoder-decoder Gemma (T5Gemma) for Keras 3.
 
 Public modules: `keras_encdec.models`, `keras_encdec.losses`,
-`keras_encdec.ops`, `keras_encdec.adapt`.
+`keras_encdec.ops`, `keras_encdec.adapt`, `keras_encdec.errors`.
 """
 
 from keras_encdec.utils.import_order import preload_triton
@@ -14,9 +14,10 @@ with native_stderr_filter():
     # LLVM options. Only where the Triton kernel can run (torch on CUDA, or
     # TRITON_INTERPRET=1); elsewhere triton is not imported.
     preload_triton()
+    from keras_encdec import errors  # noqa: E402
     from keras_encdec import losses  # noqa: E402
     from keras_encdec import models  # noqa: E402
     from keras_encdec import ops  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["losses", "models", "ops", "__version__"]
+__all__ = ["errors", "losses", "models", "ops", "__version__"]

@@ -143,3 +143,32 @@ def transformers_logits(model, batch):
             decoder_attention_mask=torch.tensor(batch["decoder_padding_mask"]),
         )
     return out.logits.float().numpy()
+
+
+def tiny_backbone_kwargs(**overrides):
+    """`T5GemmaBackbone` kwargs of a tiny model (vocab 64, width 16, 2+2
+    blocks, window 4)."""
+    kwargs = dict(vocabulary_size=64)
+    for side in ("encoder", "decoder"):
+        kwargs.update(
+            {
+                f"{side}_hidden_dim": 16,
+                f"{side}_intermediate_dim": 32,
+                f"{side}_num_layers": 2,
+                f"{side}_num_heads": 2,
+                f"{side}_num_kv_heads": 1,
+                f"{side}_head_dim": 8,
+                f"{side}_sliding_window": 4,
+            }
+        )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def tiny_seq2seq_lm(preprocessor=None, **overrides):
+    """A tiny random `T5GemmaSeq2SeqLM` (see `tiny_backbone_kwargs`)."""
+    from keras_encdec.models import T5GemmaBackbone
+    from keras_encdec.models import T5GemmaSeq2SeqLM
+
+    backbone = T5GemmaBackbone(**tiny_backbone_kwargs(**overrides))
+    return T5GemmaSeq2SeqLM(backbone=backbone, preprocessor=preprocessor)

@@ -4,6 +4,7 @@ import logging
 
 from keras_encdec.adapt import mapping
 from keras_encdec.adapt.sources import open_source
+from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.models import T5GemmaBackbone
 from keras_encdec.models import T5GemmaSeq2SeqLM
 from keras_encdec.models import T5GemmaSeq2SeqLMPreprocessor
@@ -47,10 +48,7 @@ def build_adapted(plan):
     proto = decoder.tokenizer_proto or encoder.tokenizer_proto
     preprocessor = None
     if proto is None:
-        logger.warning(
-            "The sources carry no tokenizer: the adapted model has no "
-            "preprocessor and takes token-id dicts."
-        )
+        log_missing_tokenizer(f"{decoder.description} / {encoder.description}")
     else:
         preprocessor = T5GemmaSeq2SeqLMPreprocessor(
             T5GemmaTokenizer(proto=proto)

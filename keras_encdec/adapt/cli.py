@@ -5,20 +5,27 @@ Example:
     python -m keras_encdec adapt --encoder ./gemma2-9b --decoder ./gemma2-2b \\
         --cross-attention-init auto --output ./t5gemma-9b-2b
 
-Prints the parameter count and memory estimate of the result before any
-weight is loaded, then writes a preset folder that
-`T5GemmaSeq2SeqLM.from_preset(DIR)` loads.
+Checks `--dtype` and `--output` first, prints the parameter count and
+memory estimate of the result before any weight is loaded, then writes a
+preset folder that `T5GemmaSeq2SeqLM.from_preset(DIR)` loads. Errors are one
+line on stderr (`error: ...`) with exit code 2.
 """
 
 import logging
+import os
+import sys
 
 from keras_encdec.adapt.adapt import build_adapted
 from keras_encdec.adapt.adapt import plan_adaptation
 from keras_encdec.adapt.mapping import CROSS_ATTENTION_INITS
-from keras_encdec.adapt.source_types import AdaptationError
-from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.errors import KerasEncDecError
+from keras_encdec.utils.atomic_save import check_target
 
 logger = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+# Bad input, unreadable sources, a refused or full target: one line, code 2.
+CLI_ERRORS = (KerasEncDecError, ValueError, TypeError, OSError)
 
 
 def add_parser(subparsers):
@@ -52,6 +59,11 @@ def add_parser(subparsers):
     parser.add_argument(
         "--output", required=True, metavar="DIR", help="Preset folder to write."
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Replace an --output folder holding files keras-encdec did not "
+        "write.",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -65,18 +77,45 @@ def format_bytes(count):
         value /= 1024
 
 
+def check_args(args):
+    """Checks `--dtype` and `--output` before any work (no weight is read)."""
+    if args.dtype is not None and args.dtype not in DTYPES:
+        raise ValueError(
+            f"Unsupported --dtype. Received: {args.dtype!r}. Expected one of "
+            f"{', '.join(DTYPES)}."
+        )
+    output = os.path.abspath(args.output)
+    check_target(output, overwrite=args.overwrite)
+    parent = os.path.dirname(output)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise PermissionError(
+            f"Cannot write --output '{args.output}': '{parent}' is not a "
+            "writable folder."
+        )
+
+
+def fail(error):
+    """Prints `error` as one line on stderr; returns exit code 2."""
+    message = " ".join(str(error).split())
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args):
-    """Runs `adapt`; returns the exit code (0 on success, 2 on bad input)."""
+    """Runs `adapt`; returns the exit code (0 on success, 2 on an error,
+    reported as one line on stderr)."""
     try:
+        check_args(args)
         plan = plan_adaptation(
             args.encoder,
             args.decoder,
             cross_attention_init=args.cross_attention_init,
             dtype=args.dtype,
         )
-    except (AdaptationError, CheckpointError, ValueError, TypeError) as e:
-        print(f"error: {e}")
-        return 2
+    except CLI_ERRORS as e:
+        return fail(e)
     kwargs = plan["backbone_kwargs"]
     print(
         f"Encoder: {plan['encoder'].description} "
@@ -91,7 +130,10 @@ def run(args):
         f"{kwargs['dtype']}",
         flush=True,
     )
-    lm = build_adapted(plan)
-    lm.save_to_preset(args.output)
+    try:
+        lm = build_adapted(plan)
+        lm.save_to_preset(args.output, overwrite=args.overwrite)
+    except CLI_ERRORS as e:
+        return fail(e)
     print(f"Wrote preset folder '{args.output}'.")
     return 0

@@ -59,4 +59,33 @@ def test_cli_bad_input_exit_code(tmp_path, capsys):
     code = main(["adapt", "--encoder", str(tmp_path / "missing"),
                  "--output", str(tmp_path / "out")])
     assert code == 2
-    assert "not an existing folder" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "not an existing folder" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--dtype", "float64"], "Unsupported --dtype. Received: 'float64'"),
+        (["--output", "FILE"], "exists and is not a folder"),
+        (["--output", "MINE"], "did not write there (1: notes.txt)"),
+    ],
+)
+def test_cli_checks_arguments_before_reading_sources(
+    tmp_path, capsys, monkeypatch, extra, message
+):
+    from keras_encdec.adapt import cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("sources were read before the arguments")
+
+    monkeypatch.setattr(cli, "plan_adaptation", never)
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "MINE").mkdir()
+    (tmp_path / "MINE" / "notes.txt").write_text("user data")
+    argv = ["adapt", "--encoder", "gemma2_2b_en", "--output", str(tmp_path / "out")]
+    argv += [str(tmp_path / e) if e in ("FILE", "MINE") else e for e in extra]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""

@@ -17,6 +17,7 @@ from keras_encdec.adapt.source_types import AdaptationError
 from keras_encdec.adapt.source_types import GemmaSource
 from keras_encdec.adapt.source_types import identity
 from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.errors import log_missing_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,12 @@ def from_keras_hub_preset(preset, config):
             )
     backbone = keras_hub.models.GemmaBackbone.from_preset(preset)
     tokenizer = None
-    try:
+    if os.path.isdir(preset) and not os.path.exists(
+        os.path.join(preset, "tokenizer.json")
+    ):
+        log_missing_tokenizer(preset)  # A preset may lack a tokenizer.
+    else:
         tokenizer = keras_hub.models.GemmaTokenizer.from_preset(preset)
-    except Exception as e:  # A preset may legitimately lack a tokenizer.
-        logger.warning("No tokenizer in preset '%s' (%s).", preset, e)
     return from_keras_hub(backbone, tokenizer, f"keras-hub preset {preset!r}")
 
 

@@ -21,15 +21,11 @@ from keras_encdec.adapt.source_types import AdaptationError
 from keras_encdec.adapt.source_types import ATTENTION_ROLES
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
+from keras_encdec.models.stack_config import StackConfig
 
 logger = logging.getLogger(__name__)
 
 CROSS_ATTENTION_INITS = ("auto", "self_attention", "random", "zeros")
-STACK_KEYS = (
-    "hidden_dim", "intermediate_dim", "num_layers", "num_heads",
-    "num_kv_heads", "head_dim", "layer_types", "sliding_window",
-    "attention_logit_soft_cap", "query_pre_attn_scalar", "rope_max_wavelength",
-)
 BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -86,8 +82,10 @@ def backbone_kwargs(encoder, decoder, dtype=None):
     """`T5GemmaBackbone` kwargs for an encoder and a decoder source."""
     kwargs = {"vocabulary_size": decoder.config["vocabulary_size"]}
     for side, source in (("encoder", encoder), ("decoder", decoder)):
-        for key in STACK_KEYS:
-            kwargs[f"{side}_{key}"] = source.config[key]
+        values = {key: source.config[key] for key in StackConfig.names()}
+        if values["sliding_window"] is None:
+            values["sliding_window"] = 4096  # Unused: no sliding layer.
+        kwargs.update(StackConfig(side=side, **values).prefixed())
     dec = decoder.config
     kwargs.update(
         final_logit_soft_cap=dec["final_logit_soft_cap"],
@@ -96,10 +94,6 @@ def backbone_kwargs(encoder, decoder, dtype=None):
         hidden_activation=dec["hidden_activation"],
         dtype=dtype or encoder.config["dtype"],
     )
-    if kwargs["encoder_sliding_window"] is None:
-        kwargs["encoder_sliding_window"] = 4096  # Unused: no sliding layer.
-    if kwargs["decoder_sliding_window"] is None:
-        kwargs["decoder_sliding_window"] = 4096
     return kwargs
 
 

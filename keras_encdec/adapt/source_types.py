@@ -8,6 +8,7 @@ import json
 import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
+from keras_encdec.errors import AdaptationError  # noqa: F401 (public)
 
 TOKENIZER_FILE = "tokenizer.model"
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -25,10 +26,6 @@ NORM_ROLES = ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
 MLP_ROLES = ("gate", "up", "down")
 LAYER_ROLES = ATTENTION_ROLES + NORM_ROLES + MLP_ROLES
 GLOBAL_ROLES = ("embedding", "final_norm", "lm_head")
-
-
-class AdaptationError(ValueError):
-    """A source cannot be adapted (wrong architecture, mismatched pair)."""
 
 
 def identity(w):

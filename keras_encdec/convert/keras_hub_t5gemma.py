@@ -34,6 +34,7 @@ from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import read_json_config
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
+from keras_encdec.models.stack_config import StackConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ WEIGHTS_FILE = "model.weights.h5"
 SHARDED_WEIGHTS_FILE = "model.weights.json"
 CLASS_NAME = "T5GemmaBackbone"
 
-# keras-hub config key -> our key, per stack (prefix `encoder_` / `decoder_`).
+# keras-hub key -> our `StackConfig` field, per stack (`encoder_`/`decoder_`).
 _STACK_KEYS = {
     "hidden_dim": "hidden_dim",
     "intermediate_dim": "intermediate_dim",
@@ -179,10 +180,9 @@ def backbone_kwargs_from_config(config):
         )
     kwargs = {}
     for side in ("encoder", "decoder"):
-        for hub_key, key in _STACK_KEYS.items():
-            kwargs[f"{side}_{key}"] = config[f"{side}_{hub_key}"]
-        for hub_key, key in _SHARED_STACK_KEYS.items():
-            kwargs[f"{side}_{key}"] = config[hub_key]
+        values = {key: config[f"{side}_{h}"] for h, key in _STACK_KEYS.items()}
+        values.update({key: config[h] for h, key in _SHARED_STACK_KEYS.items()})
+        kwargs.update(StackConfig(side=side, **values).prefixed())
     for hub_key, key in _MODEL_KEYS.items():
         kwargs[key] = config[hub_key]
     kwargs["dtype"] = _dtype_name(config.get("dtype"))

@@ -14,6 +14,7 @@ Formats are recognised from `config.json` alone. Only JSON, safetensors and
 `.weights.h5` files are read: nothing from a checkpoint is executed.
 """
 
+import contextlib
 import difflib
 import json
 import logging
@@ -21,6 +22,8 @@ import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
+from keras_encdec.errors import KerasEncDecError
+from keras_encdec.errors import PresetDownloadError  # noqa: F401 (public)
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +32,6 @@ TRANSFORMERS = "transformers"
 KERAS_HUB = "keras_hub"
 HF_PREFIX = "hf://"
 KAGGLE_PREFIX = "kaggle://"
-
-
-class PresetDownloadError(OSError):
-    """A hub handle could not be downloaded."""
 
 
 def download(handle):
@@ -92,7 +91,22 @@ def resolve(preset, registry):
             f"{hint}Known names ({len(registry)}, also in "
             f"`T5GemmaBackbone.presets`): {', '.join(sorted(registry))}."
         )
-    return detect_format(preset), preset
+    fmt = detect_format(preset)
+    if fmt != TRANSFORMERS:  # Transformers folders: `SafetensorsReader`.
+        _check_one_weights_file(preset)
+    return fmt, preset
+
+
+def _check_one_weights_file(folder):
+    """Raises when a Keras preset folder holds both a single weights file
+    and a sharded one (keras-hub would silently load the sharded one)."""
+    single, sharded = "model.weights.h5", "model.weights.json"
+    if all(os.path.exists(os.path.join(folder, n)) for n in (single, sharded)):
+        raise CheckpointError(
+            f"'{folder}' holds both '{single}' and '{sharded}', two different "
+            "sets of weights. Expected one of them: remove the stale one "
+            "(e.g. left by an older save into this folder)."
+        )
 
 
 def detect_format(folder):
@@ -124,6 +138,22 @@ def detect_format(folder):
         "Expected a transformers T5Gemma config (model_type 't5gemma'), a "
         "keras-hub T5GemmaBackbone preset or a keras-encdec preset."
     )
+
+
+@contextlib.contextmanager
+def naming_errors(folder):
+    """Turns an unreadable-file `OSError` (h5py reports a truncated or
+    corrupt `.weights.h5` without its name) into a `CheckpointError` naming
+    the folder. Errors that already name it pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, KerasEncDecError) or str(folder) in str(e):
+            raise
+        raise CheckpointError(
+            f"Could not read the preset in '{folder}': {type(e).__name__}: "
+            f"{e}. A weights file is missing, truncated or corrupt."
+        ) from e
 
 
 def load_foreign_backbone(cls, fmt, folder, load_weights=True, **kwargs):

@@ -14,6 +14,7 @@ import struct
 
 import ml_dtypes
 import numpy as np
+from keras_encdec.errors import CheckpointError  # noqa: F401 (public)
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -33,17 +34,36 @@ _DTYPES = {
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder or file is missing or unreadable."""
+class ConfigDict(dict):
+    """A config section whose missing keys raise a `CheckpointError` naming
+    the key and the file (instead of a bare `KeyError`)."""
+
+    def __init__(self, values, path, prefix=""):
+        super().__init__(
+            (key, _wrap(value, path, f"{prefix}{key}."))
+            for key, value in values.items()
+        )
+        self.path, self.prefix = path, prefix
+
+    def __missing__(self, key):
+        raise CheckpointError(
+            f"'{self.path}' lacks the required key '{self.prefix}{key}'. "
+            f"Received keys: {sorted(self)}."
+        )
+
+
+def _wrap(value, path, prefix):
+    return ConfigDict(value, path, prefix) if isinstance(value, dict) else value
 
 
 def read_json_config(folder, name="config.json"):
     """Loads `folder/name`; a missing file or bad JSON raises a
-    `CheckpointError` naming it. Returns `(path, config_dict)`."""
+    `CheckpointError` naming it, and so does a missing key later (the dicts
+    are `ConfigDict`s). Returns `(path, config_dict)`."""
     path = os.path.join(folder, name)
     try:
         with open(path) as f:
-            return path, json.load(f)
+            return path, _wrap(json.load(f), path, "")
     except OSError as e:
         raise CheckpointError(f"Missing '{name}' in '{folder}'.") from e
     except json.JSONDecodeError as e:
@@ -90,6 +110,12 @@ class SafetensorsReader:
         self.folder = folder
         index_path = os.path.join(folder, INDEX_FILE)
         single_path = os.path.join(folder, SINGLE_FILE)
+        if os.path.exists(index_path) and os.path.exists(single_path):
+            raise CheckpointError(
+                f"'{folder}' holds both '{SINGLE_FILE}' and '{INDEX_FILE}', "
+                "two different sets of weights. Expected one of them: remove "
+                "the stale one (e.g. left by an older save into this folder)."
+            )
         if os.path.exists(index_path):
             try:
                 with open(index_path) as f:

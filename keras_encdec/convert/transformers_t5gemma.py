@@ -9,7 +9,9 @@ bit-identical. Only JSON and safetensors are read: no code from a checkpoint
 is ever run.
 """
 
+import json
 import os
+import shutil
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from keras_encdec.convert.safetensors_io import SafetensorsReader
 from keras_encdec.convert.safetensors_io import SafetensorsWriter
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
+from keras_encdec.utils import atomic_save
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
@@ -275,6 +278,41 @@ def load_transformers_weights(backbone, folder):
         for variable, name, to_keras, _ in mapping:
             assign(variable, name, to_keras)
     check_all_assigned(backbone.weights, assign)
+
+
+def export_task(lm, path, max_shard_bytes=2 * 1024**3, overwrite=False):
+    """Writes `lm` (a `T5GemmaSeq2SeqLM`) as a transformers folder,
+    atomically (see `T5GemmaSeq2SeqLM.export_to_transformers`)."""
+    needed = atomic_save.variables_nbytes(lm.backbone.weights)
+    with atomic_save.atomic_folder(path, overwrite, needed) as staging:
+        _write_task(lm, staging, max_shard_bytes)
+
+
+def _write_task(lm, path, max_shard_bytes):
+    dtype = str(lm.backbone.token_embedding.embeddings.dtype)
+    config = config_from_backbone(lm.backbone, dtype)
+    if lm.preprocessor is not None:
+        tokenizer = lm.preprocessor.tokenizer
+        for key, token in (
+            ("pad_token_id", "<pad>"),
+            ("eos_token_id", "<eos>"),
+            ("bos_token_id", "<bos>"),
+        ):
+            config[key] = tokenizer.token_to_id(token)
+        config["decoder_start_token_id"] = config["bos_token_id"]
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    export_transformers_weights(
+        lm.backbone, path, max_shard_bytes=max_shard_bytes
+    )
+    if lm.preprocessor is not None:
+        proto = lm.preprocessor.tokenizer.proto
+        target = os.path.join(path, TOKENIZER_FILE)
+        if isinstance(proto, bytes):
+            with open(target, "wb") as f:
+                f.write(proto)
+        else:
+            shutil.copyfile(proto, target)
 
 
 def export_transformers_weights(backbone, folder, max_shard_bytes=2 * 1024**3):

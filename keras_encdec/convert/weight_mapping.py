@@ -9,12 +9,9 @@ source tensor was used exactly once and every target variable set.
 import logging
 
 from tqdm.auto import tqdm
+from keras_encdec.errors import WeightMismatchError  # noqa: F401 (public)
 
 logger = logging.getLogger(__name__)
-
-
-class WeightMismatchError(ValueError):
-    """A source checkpoint does not fit the target model."""
 
 
 class WeightAssigner:
@@ -80,6 +77,7 @@ class WeightAssigner:
                 f"conversion, the model expects {tuple(variable.shape)}. The "
                 "config does not match the weights."
             )
+        _check_dtype(variable, value, source_name)
         variable.assign(value)
         self.unused.discard(source_name)
         self.used.add(source_name)
@@ -97,6 +95,20 @@ class WeightAssigner:
                 f"config does not match the weights): {sorted(self.unused)}."
             )
         return False
+
+
+def _check_dtype(variable, value, source_name):
+    """Refuses a non-float tensor (int32, bool, ...) for a float weight:
+    Keras would cast it to garbage float values silently."""
+    target = str(variable.dtype)
+    source = str(value.dtype)
+    is_float = source.startswith(("float", "bfloat"))
+    if "float" in target and not is_float:
+        raise WeightMismatchError(
+            f"Dtype mismatch for '{variable.path}' from '{source_name}': the "
+            f"checkpoint stores {source}, the model weight is {target}. "
+            "Expected a floating-point tensor (float32, bfloat16 or float16)."
+        )
 
 
 def check_all_assigned(variables, assigner):

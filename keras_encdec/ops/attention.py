@@ -44,6 +44,7 @@ torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
 `"pallas"` runs when named; `None` keeps `"xla"` until it is measured there.
 """
 
+
 import keras
 from keras import ops
 
@@ -283,6 +284,7 @@ def dot_product_attention(
     >>> tuple(out.shape)
     (2, 5, 4, 8)
     """
+    _check_options(soft_cap)
     impl = resolve_impl(impl, query, key, probabilities_dropout)
     check_heads(query, key)
     rule = MaskRule(
@@ -299,6 +301,15 @@ def dot_product_attention(
             probabilities_dropout=probabilities_dropout)
     return attend_parts(impl, query, [(key, value, rule)], scale=scale,
                         soft_cap=soft_cap)
+
+
+def _check_options(soft_cap):
+    # `soft_cap=0` makes every logit 0 (uniform attention). The window is
+    # checked where it becomes a `KeyWindow` (`window_from_options`).
+    if soft_cap is not None and not soft_cap > 0:
+        raise ValueError(
+            f"`soft_cap` must be None or > 0. Received: soft_cap={soft_cap!r}."
+        )
 
 
 def check_heads(query, key):

@@ -7,12 +7,12 @@ methods (`enable_lora`, `save_lora_weights`, `load_lora_weights`,
 """
 
 from keras_encdec.training.backup_and_restore import AtomicBackupAndRestore
-from keras_encdec.training.layout_map import get_layout_map
-from keras_encdec.training.lora import enable_lora
-from keras_encdec.training.lora import load_lora_weights
-from keras_encdec.training.lora import merge_lora
-from keras_encdec.training.lora import resolve_lora_targets
-from keras_encdec.training.lora import save_lora_weights
+from keras_encdec.models.layout_map import get_layout_map
+from keras_encdec.models.lora import enable_lora
+from keras_encdec.models.lora import load_lora_weights
+from keras_encdec.models.lora import merge_lora
+from keras_encdec.models.lora import resolve_lora_targets
+from keras_encdec.models.lora import save_lora_weights
 from keras_encdec.training.memory import saved_activation_bytes
 from keras_encdec.training.memory import saved_residuals
 

@@ -21,7 +21,11 @@ import os
 
 import keras
 
+from keras_encdec.errors import CheckpointError
+from keras_encdec.utils import atomic_save
+
 POINTER = "checkpoint.json"
+CREATED_MARKER = ".created_by_keras_encdec"
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -42,8 +46,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         backup_dir: str. Folder for the checkpoints (created if needed).
         save_freq: `"epoch"` or int. Checkpoint at each epoch end, or every
             `save_freq` batches. Defaults to `"epoch"`.
-        delete_checkpoint: bool. Delete `backup_dir` when training ends.
-            Defaults to `True`.
+        delete_checkpoint: bool. Delete the checkpoints when training
+            ends. Only files this callback wrote are removed, and the folder
+            itself only if this callback created it: a user's existing
+            folder and their files in it stay. Defaults to `True`.
 
     Examples:
 
@@ -93,11 +99,29 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         read_state(self.model, os.path.join(self.backup_dir, pointer["weights"]))
         self.model._initial_epoch = pointer["epoch"]
 
+    def on_train_end(self, logs=None):
+        if not self.delete_checkpoint or not os.path.isdir(self.backup_dir):
+            return
+        for name in os.listdir(self.backup_dir):
+            if _is_ours(name):
+                os.remove(os.path.join(self.backup_dir, name))
+        marker = os.path.join(self.backup_dir, CREATED_MARKER)
+        if os.listdir(self.backup_dir) == [CREATED_MARKER]:
+            os.remove(marker)
+            os.rmdir(self.backup_dir)
+
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
+        if not os.path.isdir(self.backup_dir):
+            os.makedirs(self.backup_dir)
+            # Marks the folder as ours, so that training end may remove it.
+            open(os.path.join(self.backup_dir, CREATED_MARKER), "w").close()
         previous = self.read_pointer()
         index = 0 if previous is None else previous["index"] + 1
         weights = f"ckpt-{index}.weights.h5"
+        atomic_save.check_free_space(
+            self.backup_dir,
+            atomic_save.variables_nbytes(_state_variables(self.model)),
+        )
         write_state(self.model, os.path.join(self.backup_dir, weights))
         _fsync_file(os.path.join(self.backup_dir, weights))
         pointer = {
@@ -116,6 +140,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in os.listdir(self.backup_dir):
             if name.startswith("ckpt-") and name != weights:
                 os.remove(os.path.join(self.backup_dir, name))
+
+
+def _is_ours(name):
+    return name in (POINTER, POINTER + ".tmp") or name.startswith("ckpt-")
 
 
 def _state_variables(model):
@@ -142,7 +170,13 @@ def read_state(model, path):
     import h5py
 
     variables = _state_variables(model)
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise CheckpointError(
+            f"Could not read the backup checkpoint '{path}': {e}."
+        ) from e
+    with handle as f:
         if len(f) != len(variables):
             raise ValueError(
                 f"Checkpoint '{path}' holds {len(f)} variables; the model and "

@@ -6,6 +6,8 @@ from keras import ops
 from keras_encdec.api import register
 from keras_encdec.models.t5gemma.t5gemma_layers import einsum_dense
 from keras_encdec.ops import apply_rotary_embedding, dot_product_attention
+from keras_encdec.utils.validation import check_positive_int
+from keras_encdec.utils.validation import check_positive_number
 
 SELF_ATTENTION = "self"
 CROSS_ATTENTION = "cross"
@@ -84,6 +86,13 @@ class T5GemmaAttention(keras.layers.Layer):
                 "num_heads must be a multiple of num_kv_heads. Received: "
                 f"num_heads={num_heads}, num_kv_heads={num_kv_heads}."
             )
+        if sliding_window is not None:
+            check_positive_int("sliding_window", sliding_window)
+        check_positive_number(
+            "query_pre_attn_scalar", query_pre_attn_scalar, allow_none=True
+        )
+        check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
+        check_positive_number("rope_max_wavelength", rope_max_wavelength)
         if attention_type == CROSS_ATTENTION and (causal or sliding_window):
             raise ValueError(
                 "Cross-attention is always full and bidirectional. Received: "

@@ -3,13 +3,13 @@ attention sublayer, the MLP, the sandwich norms and the residual dropout."""
 
 import keras
 
+from keras_encdec.models.stack_config import FULL_ATTENTION  # noqa: F401
+from keras_encdec.models.stack_config import LAYER_TYPES
+from keras_encdec.models.stack_config import SLIDING_ATTENTION
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaMLP
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 
-SLIDING_ATTENTION = "sliding_attention"
-FULL_ATTENTION = "full_attention"
-LAYER_TYPES = (SLIDING_ATTENTION, FULL_ATTENTION)
 
 
 def check_layer_type(layer_type, sliding_window):

@@ -1,9 +1,6 @@
 """T5Gemma sequence-to-sequence language model task."""
 
-import json
 import logging
-import os
-import shutil
 
 from keras import ops
 from keras_hub.models import Seq2SeqLM
@@ -13,16 +10,21 @@ from keras_hub.src.utils.tensor_utils import any_equal
 from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
+from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses import linear_cross_entropy
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+from keras_encdec.models.task_guards import TaskGuardsMixin
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
     T5GemmaSeq2SeqLMPreprocessor,
 )
+from keras_encdec.utils.validation import check_known_kwargs
 
 logger = logging.getLogger(__name__)
+
+FROM_PRESET_KWARGS = ("preprocessor", "dtype", "remat", "name", "trainable")
 
 
 def soft_cap(logits, cap):
@@ -33,7 +35,7 @@ def soft_cap(logits, cap):
 
 
 @register
-class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
+class T5GemmaSeq2SeqLM(TaskGuardsMixin, ShuffledFitMixin, Seq2SeqLM):
     """T5Gemma encoder-decoder language model for generation and fine-tuning.
 
     Calling the model on a backbone input dict returns logits
@@ -77,6 +79,10 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
     preprocessor_cls = T5GemmaSeq2SeqLMPreprocessor
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
+        check_known_kwargs(
+            "T5GemmaSeq2SeqLM", kwargs, ("backbone", "preprocessor", "remat"),
+            allowed=("name", "trainable", "dtype"),
+        )
         _check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
@@ -90,6 +96,7 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
 
     def __call__(self, inputs, *args, **kwargs):
         check_inputs(inputs)
+        self._check_call_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
     @classproperty
@@ -121,6 +128,10 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         ...                              remat=True).backbone.remat
         True
         """
+        check_known_kwargs(
+            f"{cls.__name__}.from_preset", kwargs, FROM_PRESET_KWARGS,
+            allowed=FROM_PRESET_KWARGS,
+        )
         remat = kwargs.pop("remat", None)
         lm = cls._from_preset(preset, load_weights, **kwargs)
         if remat is not None:
@@ -131,7 +142,8 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
     def _from_preset(cls, preset, load_weights, **kwargs):
         fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
         if fmt == preset_loader.KERAS_ENCDEC:
-            lm = super().from_preset(folder, load_weights=load_weights, **kwargs)
+            with preset_loader.naming_errors(folder):
+                lm = super().from_preset(folder, load_weights, **kwargs)
             _check_vocabulary(lm.backbone, lm.preprocessor)
             return lm
         backbone_kwargs = {}
@@ -146,14 +158,12 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
             if preset_loader.foreign_tokenizer_file(fmt, folder):
                 preprocessor = cls.preprocessor_cls.from_preset(folder)
             else:
-                logger.warning(
-                    "No tokenizer.model in '%s': the model has no "
-                    "preprocessor and takes token-id dicts.",
-                    folder,
-                )
+                log_missing_tokenizer(folder)
         return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
 
-    def export_to_transformers(self, path, max_shard_bytes=2 * 1024**3):
+    def export_to_transformers(
+        self, path, max_shard_bytes=2 * 1024**3, overwrite=False
+    ):
         """Writes a transformers `T5GemmaForConditionalGeneration` folder.
 
         The folder holds `config.json`, safetensors weights (streamed in
@@ -161,45 +171,31 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         `tokenizer.model`. Weights keep their dtype, so a transformers ->
         keras-encdec -> transformers round trip is bit-identical.
 
+        The folder is written atomically (into a temporary sibling, then
+        moved into place): an interrupted export leaves the old folder or
+        the new one, and files of an earlier export (old shards) are gone.
+        Free disk space is checked first.
+
         Args:
             path: str. Output folder (created if needed).
             max_shard_bytes: int. Largest safetensors shard. Defaults to
                 2 GiB.
+            overwrite: bool. Replace a folder holding files keras-encdec
+                did not write. Defaults to `False` (such a folder raises
+                `keras_encdec.errors.TargetExistsError`).
 
         Examples:
 
-        >>> import tempfile
+        >>> import os, tempfile
         >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
         >>> folder = tempfile.mkdtemp()
         >>> lm.export_to_transformers(folder)
-        >>> sorted(os.listdir(folder))[:2]
+        >>> sorted(os.listdir(folder))[1:3]  # [0] is the save manifest
         ['config.json', 'model.safetensors']
         """
-        os.makedirs(path, exist_ok=True)
-        dtype = str(self.backbone.token_embedding.embeddings.dtype)
-        config = transformers_t5gemma.config_from_backbone(self.backbone, dtype)
-        if self.preprocessor is not None:
-            tokenizer = self.preprocessor.tokenizer
-            for key, token in (
-                ("pad_token_id", "<pad>"),
-                ("eos_token_id", "<eos>"),
-                ("bos_token_id", "<bos>"),
-            ):
-                config[key] = tokenizer.token_to_id(token)
-            config["decoder_start_token_id"] = config["bos_token_id"]
-        with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
-        transformers_t5gemma.export_transformers_weights(
-            self.backbone, path, max_shard_bytes=max_shard_bytes
+        transformers_t5gemma.export_task(
+            self, path, max_shard_bytes=max_shard_bytes, overwrite=overwrite
         )
-        if self.preprocessor is not None:
-            proto = self.preprocessor.tokenizer.proto
-            target = os.path.join(path, "tokenizer.model")
-            if isinstance(proto, bytes):
-                with open(target, "wb") as f:
-                    f.write(proto)
-            else:
-                shutil.copyfile(proto, target)
 
     def compile(
         self,

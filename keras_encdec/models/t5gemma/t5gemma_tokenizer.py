@@ -5,6 +5,7 @@ from keras_hub.tokenizers import SentencePieceTokenizer
 
 from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
+from keras_encdec.errors import MissingTokenizerError
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 from keras_encdec.utils.quiet import native_stderr_filter
@@ -57,7 +58,8 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
     def from_preset(cls, preset, **kwargs):
         """Loads the tokenizer of any preset `T5GemmaBackbone` accepts.
 
-        Raises a `FileNotFoundError` naming the folder when a transformers or
+        Raises `keras_encdec.errors.MissingTokenizerError` (a
+        `FileNotFoundError`) naming the folder when a transformers or
         keras-hub checkpoint carries no SentencePiece model.
         """
         fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
@@ -65,7 +67,7 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
             return super().from_preset(folder, **kwargs)
         proto = preset_loader.foreign_tokenizer_file(fmt, folder)
         if proto is None:
-            raise FileNotFoundError(
+            raise MissingTokenizerError(
                 f"No tokenizer in '{folder}'. Expected 'tokenizer.model' (a "
                 "SentencePiece model) beside the weights."
             )

@@ -14,9 +14,15 @@ a base model plus an adapter file rebuilds the fine-tuned model exactly.
 import fnmatch
 import json
 import logging
+import os
 
 import keras
 import numpy as np
+
+from keras_encdec.errors import CheckpointError
+from keras_encdec.errors import TargetExistsError
+from keras_encdec.errors import WeightMismatchError
+from keras_encdec.utils import atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +180,15 @@ def trainable_parameter_count(model):
     return int(sum(np.prod(v.shape) for v in model.trainable_weights))
 
 
-def save_lora_weights(backbone, filepath):
+def save_lora_weights(backbone, filepath, overwrite=False):
     """Writes only the adapter factors (and their settings) to `filepath`.
 
     Layout: group `lora` with attributes `rank`, `alpha` and `targets` (JSON
     list of paths); one subgroup per target path (`/` written as `|`) with
-    datasets `lora_kernel_a` and `lora_kernel_b`.
+    datasets `lora_kernel_a` and `lora_kernel_b`. The file is written to a
+    temporary sibling and moved into place in one step; an existing adapter
+    file is replaced, any other existing file is refused (`TargetExistsError`)
+    unless `overwrite=True`.
     """
     import h5py
 
@@ -194,8 +203,19 @@ def save_lora_weights(backbone, filepath):
             f"The filename must end in `{ADAPTER_SUFFIX}`. Received: "
             f"filepath={filepath}."
         )
+    if os.path.exists(filepath) and not overwrite and not _is_adapter(filepath):
+        raise TargetExistsError(
+            f"'{filepath}' exists and is not a keras-encdec adapter file. "
+            "Choose another path, or pass `overwrite=True` to replace it."
+        )
     first = next(iter(layers.values()))
-    with h5py.File(filepath, "w") as f:
+    needed = atomic_save.variables_nbytes(
+        [getattr(layer, name) for layer in layers.values()
+         for name in ("lora_kernel_a", "lora_kernel_b")]
+    )
+    with atomic_save.atomic_file(filepath, needed) as staging, h5py.File(
+        staging, "w"
+    ) as f:
         group = f.create_group("lora")
         group.attrs["rank"] = first.lora_rank
         group.attrs["alpha"] = first.lora_alpha
@@ -207,11 +227,32 @@ def save_lora_weights(backbone, filepath):
                 inner.create_dataset(name, data=value)
 
 
-def load_lora_weights(backbone, filepath):
-    """Loads an adapter file, enabling LoRA with its settings if needed."""
+def _is_adapter(filepath):
     import h5py
 
-    with h5py.File(filepath, "r") as f:
+    try:
+        with h5py.File(filepath, "r") as f:
+            return "lora" in f and "targets" in f["lora"].attrs
+    except OSError:
+        return False
+
+
+def load_lora_weights(backbone, filepath):
+    """Loads an adapter file, enabling LoRA with its settings if needed.
+
+    Every target of the file must be a projection of `backbone` with the
+    same factor shapes; otherwise nothing is loaded and a
+    `WeightMismatchError` names the first difference.
+    """
+    import h5py
+
+    try:
+        handle = h5py.File(filepath, "r")
+    except OSError as e:
+        raise CheckpointError(
+            f"Could not open the adapter file '{filepath}': {e}."
+        ) from e
+    with handle as f:
         if "lora" not in f or "targets" not in f["lora"].attrs:
             raise ValueError(
                 f"'{filepath}' is not a keras-encdec adapter file (no "
@@ -222,6 +263,7 @@ def load_lora_weights(backbone, filepath):
         rank = int(group.attrs["rank"])
         alpha = float(group.attrs["alpha"])
         targets = json.loads(group.attrs["targets"])
+        _check_adapter_fits(backbone, group, targets, rank, filepath)
         layers = lora_layers(backbone)
         if not layers:
             enable_lora(backbone, rank, target=targets, alpha=alpha)
@@ -240,6 +282,38 @@ def load_lora_weights(backbone, filepath):
             layer.lora_alpha = alpha
             layer.lora_kernel_a.assign(inner["lora_kernel_a"][()])
             layer.lora_kernel_b.assign(inner["lora_kernel_b"][()])
+
+
+def _check_adapter_fits(backbone, group, targets, rank, filepath):
+    """Raises unless every adapter target exists here with matching shapes
+    (an adapter from a deeper or wider model must not half-apply)."""
+    projections = projection_layers(backbone)
+    missing = [path for path in targets if path not in projections]
+    if missing:
+        raise WeightMismatchError(
+            f"The adapter '{filepath}' targets {len(missing)} projections "
+            f"this model does not have, e.g. {missing[:3]}. Received: "
+            f"{len(targets)} targets. Expected an adapter saved from a model "
+            "with the same architecture."
+        )
+    for path in targets:
+        layer = projections[path]
+        if getattr(layer, "quantization_mode", None) == "int4":
+            continue  # Packed kernel shape; `assign` checks the factors.
+        kernel_shape = tuple(layer._kernel.shape)
+        expected = {
+            "lora_kernel_a": kernel_shape[:-1] + (rank,),
+            "lora_kernel_b": (rank, kernel_shape[-1]),
+        }
+        inner = group[path.replace("/", "|")]
+        for name, shape in expected.items():
+            received = tuple(inner[name].shape)
+            if received != shape:
+                raise WeightMismatchError(
+                    f"The adapter '{filepath}' does not fit '{path}': "
+                    f"{name} has shape {received}. Expected {shape} for this "
+                    "model."
+                )
 
 
 def merge_lora(backbone):
