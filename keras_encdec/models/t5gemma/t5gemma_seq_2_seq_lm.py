@@ -345,7 +345,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
                 ops.zeros(shape, dtype=self.compute_dtype),
                 ops.zeros(shape, dtype=self.compute_dtype),
             )
-            cross_cache = layer.cross_attention.compute_key_value(encoder_output)
+            cross_cache = layer.compute_cross_key_value(encoder_output)
             layer_caches.append((self_cache, cross_cache))
         return tuple(layer_caches), encoder_padding_mask
 
