@@ -74,6 +74,8 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
 
     backbone_cls = T5GemmaBackbone
     preprocessor_cls = T5GemmaSeq2SeqLMPreprocessor
+    # Config and weight mapping of `export_to_transformers`.
+    transformers_converter = transformers_t5gemma
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
         _check_vocabulary(backbone, preprocessor)
@@ -128,7 +130,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
 
     @classmethod
     def _from_preset(cls, preset, load_weights, **kwargs):
-        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        fmt, folder = preset_loader.resolve(preset, cls.presets)
         if fmt == preset_loader.KERAS_ENCDEC:
             lm = super().from_preset(folder, load_weights=load_weights, **kwargs)
             _check_vocabulary(lm.backbone, lm.preprocessor)
@@ -176,7 +178,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         """
         os.makedirs(path, exist_ok=True)
         dtype = str(self.backbone.token_embedding.embeddings.dtype)
-        config = transformers_t5gemma.config_from_backbone(self.backbone, dtype)
+        config = self.transformers_converter.config_from_backbone(self.backbone, dtype)
         if self.preprocessor is not None:
             tokenizer = self.preprocessor.tokenizer
             for key, token in (
@@ -188,7 +190,7 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
             config["decoder_start_token_id"] = config["bos_token_id"]
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
-        transformers_t5gemma.export_transformers_weights(
+        self.transformers_converter.export_transformers_weights(
             self.backbone, path, max_shard_bytes=max_shard_bytes
         )
         if self.preprocessor is not None:
