@@ -94,10 +94,13 @@ def make_transformers_t5gemma(
     model = T5GemmaForConditionalGeneration(config).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(
-                torch.randn(parameter.shape, generator=generator) * scale
-            )
+        for name, parameter in model.named_parameters():
+            std = scale
+            if name.endswith("embed_tokens.weight"):
+                std = embedding_scale
+            elif "norm" in name:
+                std = norm_scale
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     return model
 
 
@@ -170,13 +173,18 @@ def make_transformers_t5gemma2(
     image_token_index=62,
     seed=0,
     scale=0.3,
+    embedding_scale=0.05,
+    norm_scale=1.0,
 ):
     """Builds a random `T5Gemma2ForConditionalGeneration` (eager attention).
 
     Text stacks start from `tiny_module_config` (no attention soft-cap:
     transformers ignores it), a tiny vision tower is included, and every
-    weight (norms, EOI embedding and vision included) is drawn from a normal
-    with std `scale`, so that each part visibly affects the output.
+    weight is re-drawn from a normal: the token table with std
+    `embedding_scale`, norm weights with `norm_scale`, everything else (the
+    EOI embedding and vision included) with `scale`. With one tied table, a
+    large embedding makes each token predict itself and greedy decoding
+    repeats one token; the defaults give varied greedy continuations.
     """
     import torch
     from transformers import T5Gemma2Config
@@ -211,8 +219,11 @@ def make_transformers_t5gemma2(
     model = T5Gemma2ForConditionalGeneration(config).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(
-                torch.randn(parameter.shape, generator=generator) * scale
-            )
+        for name, parameter in model.named_parameters():
+            std = scale
+            if name.endswith("embed_tokens.weight"):
+                std = embedding_scale
+            elif "norm" in name:
+                std = norm_scale
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     return model
