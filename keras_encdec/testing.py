@@ -94,13 +94,10 @@ def make_transformers_t5gemma(
     model = T5GemmaForConditionalGeneration(config).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            std = scale
-            if name.endswith("embed_tokens.weight"):
-                std = embedding_scale
-            elif "norm" in name:
-                std = norm_scale
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+        for parameter in model.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator) * scale
+            )
     return model
 
 

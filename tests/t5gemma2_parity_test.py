@@ -47,6 +47,7 @@ def _case(name):
 
 
 def _batch(seed, decoder_length=12):
+    """Padded ids below the image token, with EOI in both stacks."""
     batch = testing.random_batch(3, 16, decoder_length, 60, padded=True,
                                  seed=seed)
     batch["encoder_token_ids"][0, 5] = EOI
@@ -130,10 +131,8 @@ def test_export_round_trip_is_bit_identical(tmp_path, dtype):
     lm.export_to_transformers(str(tmp_path / "back"))
     original = SafetensorsReader(str(tmp_path / "hf"))
     exported = SafetensorsReader(str(tmp_path / "back"))
-    text_keys = [k for k in original.keys() if "vision" not in k
-                 and "multi_modal" not in k]
-    assert sorted(exported.keys()) == sorted(text_keys)
-    for name in text_keys:
+    assert sorted(exported.keys()) == sorted(original.keys())
+    for name in original.keys():
         assert exported.dtype(name) == original.dtype(name), name
         assert exported.get(name).tobytes() == original.get(name).tobytes()
     if dtype == "float32":
@@ -145,3 +144,47 @@ def test_export_round_trip_is_bit_identical(tmp_path, dtype):
             testing.transformers_logits(reloaded, batch),
             testing.transformers_logits(reference, batch),
         )
+
+
+def test_image_tokens_with_pixels_match_transformers(tmp_path):
+    import torch
+
+    reference, ours = _load_pair(tmp_path, "final_soft_cap")
+    assert ours.backbone.vision_encoder is not None
+    batch = _batch(seed=4)
+    image_token = 62
+    batch["encoder_token_ids"][:, 1:5] = image_token  # 4 tokens per image
+    batch["encoder_padding_mask"][:, :6] = 1
+    pixels = np.random.default_rng(0).normal(size=(3, 1, 28, 28, 3))
+    pixels = pixels.astype("float32")
+    with torch.no_grad():
+        expected = reference(
+            input_ids=torch.tensor(batch["encoder_token_ids"], dtype=torch.long),
+            attention_mask=torch.tensor(batch["encoder_padding_mask"]),
+            pixel_values=torch.tensor(pixels[:, 0].transpose(0, 3, 1, 2)),
+            decoder_input_ids=torch.tensor(
+                batch["decoder_token_ids"], dtype=torch.long
+            ),
+            decoder_attention_mask=torch.tensor(batch["decoder_padding_mask"]),
+        ).logits.numpy()
+    actual = ops.convert_to_numpy(ours(dict(batch, pixel_values=pixels)))
+    error = np.max(np.abs(actual - expected))
+    assert error <= TOLERANCE, f"max-abs logit error {error:.3g}"
+    # The pixels matter.
+    without = testing.transformers_logits(reference, batch)
+    assert np.max(np.abs(without - expected)) > 0.1
+
+
+def test_text_only_load_keeps_no_vision_weights(tmp_path):
+    reference, ours = _load_pair(tmp_path, "final_soft_cap")
+    text_only = T5Gemma2Seq2SeqLM.from_preset(
+        str(tmp_path / "hf"), text_only=True
+    )
+    assert text_only.backbone.vision_encoder is None
+    assert not any("vision" in w.path for w in text_only.backbone.weights)
+    batch = _batch(seed=5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(text_only(batch)),
+        testing.transformers_logits(reference, batch),
+        atol=TOLERANCE,
+    )

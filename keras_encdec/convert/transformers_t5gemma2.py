@@ -87,11 +87,41 @@ def _rope(module, side):
     )
 
 
-def backbone_kwargs_from_config(config):
+def _vision_kwargs(encoder):
+    """`vision_config` and `mm_tokens_per_image` from the encoder section."""
+    vision = encoder.get("vision_config")
+    if not vision:
+        return {}
+    if vision.get("vision_use_head"):
+        raise CheckpointError(
+            "The vision tower has a pooling head (vision_use_head=True); "
+            "T5Gemma 2 uses none. Load with text_only=True to skip vision."
+        )
+    activation = vision.get("hidden_act", "gelu_pytorch_tanh")
+    if activation != "gelu_pytorch_tanh":
+        raise CheckpointError(
+            "The vision tower must use 'gelu_pytorch_tanh' (keras-hub's "
+            f"Gemma 3 tower). Received: hidden_act={activation!r}."
+        )
+    return {
+        "vision_config": {
+            "image_size": vision["image_size"],
+            "patch_size": vision["patch_size"],
+            "hidden_dim": vision["hidden_size"],
+            "num_layers": vision["num_hidden_layers"],
+            "num_heads": vision["num_attention_heads"],
+            "intermediate_dim": vision["intermediate_size"],
+            "layer_norm_epsilon": vision.get("layer_norm_eps", 1e-6),
+        },
+        "mm_tokens_per_image": encoder.get("mm_tokens_per_image", 256),
+    }
+
+
+def backbone_kwargs_from_config(config, text_only=False):
     """Maps a transformers T5Gemma 2 config dict to `T5Gemma2Backbone`
-    kwargs."""
+    kwargs (without the vision tower when `text_only`)."""
     encoder, decoder = config["encoder"]["text_config"], config["decoder"]
-    kwargs = {}
+    kwargs = {} if text_only else _vision_kwargs(config["encoder"])
     for side, module in (("encoder", encoder), ("decoder", decoder)):
         if module.get("attention_bias"):
             raise CheckpointError(
@@ -198,7 +228,23 @@ def config_from_backbone(backbone, dtype="float32"):
         "text_config": modules["encoder"],
         "eoi_token_index": backbone.eoi_token_index,
         "image_token_index": backbone.image_token_index,
+        "mm_tokens_per_image": backbone.mm_tokens_per_image,
     }
+    vision = backbone.vision_config
+    if vision is not None:
+        encoder["vision_config"] = {
+            "model_type": "siglip_vision_model",
+            "image_size": vision["image_size"],
+            "patch_size": vision["patch_size"],
+            "hidden_size": vision["hidden_dim"],
+            "num_hidden_layers": vision["num_layers"],
+            "num_attention_heads": vision["num_heads"],
+            "intermediate_size": vision["intermediate_dim"],
+            "layer_norm_eps": vision["layer_norm_epsilon"],
+            "hidden_act": "gelu_pytorch_tanh",
+            "num_channels": 3,
+            "vision_use_head": False,
+        }
     return {
         "architectures": ["T5Gemma2ForConditionalGeneration"],
         "model_type": MODEL_TYPE,
@@ -283,6 +329,66 @@ def weight_map(backbone):
                 ), _transpose
 
 
+def _conv_in(w):
+    """Conv kernel [out, in, h, w] -> [h, w, in, out]."""
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def _conv_back(w):
+    return np.transpose(w, (3, 2, 0, 1))
+
+
+def vision_weight_map(backbone):
+    """Yields `(variable, hf_name, to_keras, to_hf)` for the SigLIP tower
+    (keras-hub's `Gemma3VisionEncoderBlock`) and our projector."""
+    tower = backbone.vision_encoder.tower
+    base = "model.encoder.vision_tower"
+    embeddings = tower.vision_embeddings
+    yield embeddings.patch_embedding.kernel, (
+        f"{base}.embeddings.patch_embedding.weight"
+    ), _conv_in, _conv_back
+    yield embeddings.patch_embedding.bias, (
+        f"{base}.embeddings.patch_embedding.bias"
+    ), _identity, _identity
+    yield embeddings.position_embedding.embeddings, (
+        f"{base}.embeddings.position_embedding.weight"
+    ), _identity, _identity
+    for i, block in enumerate(tower.resblocks):
+        prefix = f"{base}.encoder.layers.{i}"
+        for norm, name in ((block.layer_norm_1, "layer_norm1"),
+                           (block.layer_norm_2, "layer_norm2")):
+            yield norm.gamma, f"{prefix}.{name}.weight", _identity, _identity
+            yield norm.beta, f"{prefix}.{name}.bias", _identity, _identity
+        for dense, name in (
+            (block.attn.query_proj, "self_attn.q_proj"),
+            (block.attn.key_proj, "self_attn.k_proj"),
+            (block.attn.value_proj, "self_attn.v_proj"),
+            (block.attn.out_proj, "self_attn.out_proj"),
+            (block.mlp_dense_1, "mlp.fc1"),
+            (block.mlp_dense_2, "mlp.fc2"),
+        ):
+            yield dense.kernel, f"{prefix}.{name}.weight", _transpose, _transpose
+            yield dense.bias, f"{prefix}.{name}.bias", _identity, _identity
+    norm = tower.encoder_layer_norm
+    yield norm.gamma, f"{base}.post_layernorm.weight", _identity, _identity
+    yield norm.beta, f"{base}.post_layernorm.bias", _identity, _identity
+    projector = backbone.vision_encoder.projector
+    base = "model.encoder.multi_modal_projector"
+    yield projector.norm.scale, f"{base}.mm_soft_emb_norm.weight", (
+        _identity
+    ), _identity
+    yield projector.projection, f"{base}.mm_input_projection_weight", (
+        _identity
+    ), _identity
+
+
+def full_weight_map(backbone):
+    """Text weights, then vision weights when the backbone has them."""
+    yield from weight_map(backbone)
+    if backbone.vision_encoder is not None:
+        yield from vision_weight_map(backbone)
+
+
 def load_transformers_weights(backbone, folder):
     """Streams a transformers T5Gemma 2 checkpoint into `backbone`."""
     reader = SafetensorsReader(folder)
@@ -296,13 +402,15 @@ def load_transformers_weights(backbone, folder):
             )
         names[name] = key
     ignored = [name for name in TIED_COPIES if name in names]
-    vision = [name for name in names if name.startswith(VISION_PREFIXES)]
-    if vision:
-        logger.info(
-            "Skipping %d vision tensors: this backbone is text-only.",
-            len(vision),
-        )
-    mapping = list(weight_map(backbone))
+    vision = []
+    if backbone.vision_encoder is None:
+        vision = [name for name in names if name.startswith(VISION_PREFIXES)]
+        if vision:
+            logger.info(
+                "Skipping %d vision tensors: this backbone is text-only.",
+                len(vision),
+            )
+    mapping = list(full_weight_map(backbone))
     with WeightAssigner(
         lambda name: reader.get(names[name]),
         names,
@@ -319,7 +427,7 @@ def export_transformers_weights(backbone, folder, max_shard_bytes=2 * 1024**3):
     """Streams `backbone`'s weights into transformers safetensors shards."""
     from tqdm.auto import tqdm
 
-    mapping = list(weight_map(backbone))
+    mapping = list(full_weight_map(backbone))
     with SafetensorsWriter(folder, max_shard_bytes) as writer:
         for variable, name, _, to_hf in tqdm(
             mapping, desc="Exporting to transformers", unit="tensor", leave=False
@@ -327,12 +435,13 @@ def export_transformers_weights(backbone, folder, max_shard_bytes=2 * 1024**3):
             writer.add(name, to_hf(np.asarray(_to_numpy(variable))))
 
 
-def load_backbone(cls, folder, load_weights=True, **kwargs):
-    """Builds `cls` from a transformers T5Gemma 2 folder."""
+def load_backbone(cls, folder, load_weights=True, text_only=False, **kwargs):
+    """Builds `cls` from a transformers T5Gemma 2 folder (without its vision
+    tower when `text_only`)."""
     config = read_config(folder)
     if load_weights:
         SafetensorsReader(folder)  # Fail on missing weights before building.
-    backbone_kwargs = backbone_kwargs_from_config(config)
+    backbone_kwargs = backbone_kwargs_from_config(config, text_only=text_only)
     backbone_kwargs.update(kwargs)
     if backbone_kwargs.get("dtype") is None:
         backbone_kwargs["dtype"] = checkpoint_dtype(folder, config)

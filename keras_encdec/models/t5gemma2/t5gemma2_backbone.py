@@ -8,37 +8,20 @@ from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_backbone import INPUT_NAMES
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
-from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
-from keras_encdec.models.t5gemma.t5gemma_block import FULL_ATTENTION
-from keras_encdec.models.t5gemma.t5gemma_block import LAYER_TYPES
-from keras_encdec.models.t5gemma.t5gemma_block import SLIDING_ATTENTION
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma2.t5gemma2_blocks import T5Gemma2DecoderLayer
 from keras_encdec.models.t5gemma2.t5gemma2_blocks import T5Gemma2EncoderLayer
+from keras_encdec.models.t5gemma2.t5gemma2_config import PIXEL_VALUES
+from keras_encdec.models.t5gemma2.t5gemma2_config import STACK_ARGS
+from keras_encdec.models.t5gemma2.t5gemma2_config import check_positive_int
+from keras_encdec.models.t5gemma2.t5gemma2_config import check_stack
+from keras_encdec.models.t5gemma2.t5gemma2_config import check_t5gemma2_inputs
+from keras_encdec.models.t5gemma2.t5gemma2_config import make_layer
 from keras_encdec.models.t5gemma2.t5gemma2_layers import T5Gemma2Embedding
 from keras_encdec.models.t5gemma2.t5gemma2_presets import T5GEMMA2_PRESETS
-
-# Per-stack (encoder / decoder) settings, in `__init__` order.
-STACK_ARGS = (
-    "intermediate_dim",
-    "num_layers",
-    "num_heads",
-    "num_kv_heads",
-    "head_dim",
-    "layer_types",
-    "sliding_window",
-    "query_pre_attn_scalar",
-)
-SLIDING_PATTERN = 6  # Gemma 3: five sliding blocks, then one full block.
-
-
-def gemma3_layer_types(num_layers):
-    """Gemma 3's pattern: 5 sliding blocks, then 1 full, repeated."""
-    return [
-        SLIDING_ATTENTION if (i + 1) % SLIDING_PATTERN else FULL_ATTENTION
-        for i in range(num_layers)
-    ]
-
+from keras_encdec.models.t5gemma2.t5gemma2_vision import T5Gemma2VisionEncoder
+from keras_encdec.models.t5gemma2.t5gemma2_vision import check_vision_config
+from keras_encdec.models.t5gemma2.t5gemma2_vision import merge_image_features
 
 @register
 class T5Gemma2Backbone(T5GemmaBackbone):
@@ -100,6 +83,15 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         attention_dropout: float. Encoder attention-probability dropout
             (the decoder's merged attention takes none). Defaults to `0.0`.
         initializer_range: float. Init std. Defaults to `0.02`.
+        vision_config: dict or None. The SigLIP tower (`image_size`,
+            `patch_size`, `hidden_dim`, `num_layers`, `num_heads`,
+            `intermediate_dim`, `layer_norm_epsilon`); with it, the encoder
+            takes `pixel_values` float32 `[batch, num_images, H, W, 3]` and
+            image features replace the `image_token_index` embeddings
+            (without `pixel_values` the encoder sees text only). None keeps
+            no vision weights. Defaults to `None`.
+        mm_tokens_per_image: int. Tokens per image after pooling. Defaults
+            to `256`.
         attention_impl: str or None. Attention implementation. Defaults to
             `None` (best available).
         remat: bool. Gradient checkpointing of every block. Defaults to
@@ -161,16 +153,20 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         dropout_rate=0.0,
         attention_dropout=0.0,
         initializer_range=0.02,
+        vision_config=None,
+        mm_tokens_per_image=256,
         attention_impl=None,
         remat=False,
         dtype=None,
         **kwargs,
     ):
-        _check_positive_int("hidden_dim", hidden_dim)
-        _check_positive_int("vocabulary_size", vocabulary_size)
+        if vision_config is not None:
+            vision_config = check_vision_config(vision_config, mm_tokens_per_image)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("vocabulary_size", vocabulary_size)
         local_values = dict(locals())
         stacks = {
-            side: _check_stack(
+            side: check_stack(
                 side, {name: local_values[f"{side}_{name}"] for name in STACK_ARGS}
             )
             for side in ("encoder", "decoder")
@@ -202,7 +198,7 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         # The decoder and the LM head share the table (T5Gemma's name).
         self.decoder_token_embedding = self.token_embedding
         self.encoder_layers = [
-            _make_layer(
+            make_layer(
                 T5Gemma2EncoderLayer,
                 stacks["encoder"],
                 i,
@@ -214,7 +210,7 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             for i in range(stacks["encoder"]["num_layers"])
         ]
         self.decoder_layers = [
-            _make_layer(
+            make_layer(
                 T5Gemma2DecoderLayer,
                 stacks["decoder"],
                 i,
@@ -237,14 +233,31 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         self.output_dropout = keras.layers.Dropout(
             dropout_rate, dtype=dtype, name="output_dropout"
         )
+        self.vision_encoder = None
+        if vision_config is not None:
+            self.vision_encoder = T5Gemma2VisionEncoder(
+                vision_config,
+                mm_tokens_per_image,
+                hidden_dim,
+                dtype=dtype,
+                name="vision_encoder",
+            )
 
         # === Functional model ===
+        self.image_token_index = image_token_index  # read by `_encode`
         inputs = {
             name: keras.Input(shape=(None,), dtype="int32", name=name)
             for name in INPUT_NAMES
         }
+        if vision_config is not None:
+            size = vision_config["image_size"]
+            inputs[PIXEL_VALUES] = keras.Input(
+                shape=(None, size, size, 3), dtype="float32", name=PIXEL_VALUES
+            )
         encoder_output = self._encode(
-            inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+            inputs["encoder_token_ids"],
+            inputs["encoder_padding_mask"],
+            inputs.get(PIXEL_VALUES),
         )
         decoder_output, _ = self._decode(
             inputs["decoder_token_ids"],
@@ -283,18 +296,52 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         self.dropout_rate = dropout_rate
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
+        self.vision_config = vision_config
+        self.mm_tokens_per_image = mm_tokens_per_image
         self.attention_impl = attention_impl
         self._remat = remat
 
     def __call__(self, inputs, *args, **kwargs):
-        check_inputs(inputs)
+        check_t5gemma2_inputs(inputs, self.vision_config)
+        if self.vision_config is not None and PIXEL_VALUES not in inputs:
+            return self.call_text_only(inputs, training=kwargs.get("training"))
         return Backbone.__call__(self, inputs, *args, **kwargs)
 
-    def _encode(self, token_ids, padding_mask, training=None):
-        x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
+    def call_text_only(self, inputs, training=None):
+        """Runs a vision backbone without images (the functional graph
+        takes `pixel_values`); returns the same output dict."""
+        encoder_output = self._encode(
+            inputs["encoder_token_ids"],
+            inputs["encoder_padding_mask"],
+            training=training,
+        )
+        decoder_output, _ = self._decode(
+            inputs["decoder_token_ids"],
+            inputs["decoder_padding_mask"],
+            encoder_output,
+            inputs["encoder_padding_mask"],
+            training=training,
+        )
+        return {
+            "encoder_sequence_output": encoder_output,
+            "decoder_sequence_output": decoder_output,
+        }
+
+    def _encode(self, token_ids, padding_mask, pixel_values=None, training=None):
+        x = self.token_embedding(token_ids)
+        if pixel_values is not None and pixel_values.shape[1] != 0:
+            x = merge_image_features(
+                x, token_ids, self.vision_encoder(pixel_values),
+                self.image_token_index,
+            )
+        x = self.embedding_dropout(x, training=training)
         for layer in self.encoder_layers:
             x = layer(x, padding_mask=padding_mask, training=training)
         return self.output_dropout(self.encoder_norm(x), training=training)
+
+    def encode(self, token_ids, padding_mask, pixel_values=None):
+        """Runs the encoder alone (inference). Returns `[batch, S, width]`."""
+        return self._encode(token_ids, padding_mask, pixel_values, training=False)
 
     def _decode(
         self,
@@ -330,7 +377,7 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         return dict(T5GEMMA2_PRESETS)
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
+    def from_preset(cls, preset, load_weights=True, text_only=False, **kwargs):
         """Builds the backbone from a preset name, folder or hub handle.
 
         Accepts a keras-encdec preset name or folder, a local transformers
@@ -342,6 +389,8 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             preset: str. The preset to load.
             load_weights: bool. Load the weights, or keep a random init.
                 Defaults to `True`.
+            text_only: bool. Skip a transformers checkpoint's vision tower
+                (no vision weights are kept). Defaults to `False`.
             **kwargs: backbone config overrides, e.g. `dtype`.
 
         Examples:
@@ -362,7 +411,9 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             )
         from keras_encdec.convert import transformers_t5gemma2 as hf
 
-        return hf.load_backbone(cls, folder, load_weights=load_weights, **kwargs)
+        return hf.load_backbone(
+            cls, folder, load_weights=load_weights, text_only=text_only, **kwargs
+        )
 
     def get_config(self):
         config = Backbone.get_config(self)
@@ -384,61 +435,10 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             "dropout_rate",
             "attention_dropout",
             "initializer_range",
+            "vision_config",
+            "mm_tokens_per_image",
             "attention_impl",
             "remat",
         ):
             config[name] = getattr(self, name)
         return config
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}."
-        )
-
-
-def _check_stack(side, stack):
-    for name in ("intermediate_dim", "num_layers", "num_heads", "num_kv_heads",
-                 "head_dim"):
-        _check_positive_int(f"{side}_{name}", stack[name])
-    if stack["num_heads"] % stack["num_kv_heads"]:
-        raise ValueError(
-            f"`{side}_num_heads` must be a multiple of `{side}_num_kv_heads`. "
-            f"Received: {stack['num_heads']} and {stack['num_kv_heads']}."
-        )
-    if stack["layer_types"] is None:
-        stack["layer_types"] = gemma3_layer_types(stack["num_layers"])
-    stack["layer_types"] = list(stack["layer_types"])
-    if len(stack["layer_types"]) != stack["num_layers"]:
-        raise ValueError(
-            f"`{side}_layer_types` needs one entry per layer. Received: "
-            f"{len(stack['layer_types'])} entries for "
-            f"{side}_num_layers={stack['num_layers']}."
-        )
-    bad = sorted(set(stack["layer_types"]) - set(LAYER_TYPES))
-    if bad:
-        raise ValueError(
-            f"Unknown `{side}_layer_types` {bad}. Expected each to be one of "
-            f"{LAYER_TYPES}."
-        )
-    return stack
-
-
-def _make_layer(layer_cls, stack, index, shared, rope, hidden_dim, side):
-    layer_type = stack["layer_types"][index]
-    full = layer_type == FULL_ATTENTION
-    return layer_cls(
-        hidden_dim=hidden_dim,
-        intermediate_dim=stack["intermediate_dim"],
-        num_heads=stack["num_heads"],
-        num_kv_heads=stack["num_kv_heads"],
-        head_dim=stack["head_dim"],
-        layer_type=layer_type,
-        sliding_window=stack["sliding_window"],
-        query_pre_attn_scalar=stack["query_pre_attn_scalar"],
-        rope_max_wavelength=rope["full"] if full else rope["local"],
-        rope_scaling_factor=rope["scaling"] if full else 1.0,
-        name=f"{side}_layer_{index}",
-        **shared,
-    )
