@@ -163,3 +163,14 @@ def test_clear_errors():
         T5Gemma2Backbone(**_config(decoder_layer_types=["full_attention"]))
     with pytest.raises(ValueError, match="merged attention"):
         T5Gemma2Backbone(**_config(attention_dropout=0.1))
+
+
+@jax_only
+def test_layout_map_covers_the_shared_embedding():
+    mesh = keras.distribution.DeviceMesh(
+        (1, 1), ["batch", "model"], keras.distribution.list_devices()[:1]
+    )
+    layout_map = T5Gemma2Backbone.get_layout_map(mesh)
+    assert layout_map["token_embedding/embeddings"].axes == ("model", "batch")
+    assert layout_map["decoder_layer_0/merged_attention/query/kernel"].axes == (
+        "batch", "model", None)
