@@ -14,6 +14,7 @@ from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.losses import linear_cross_entropy
+from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
@@ -32,7 +33,7 @@ def soft_cap(logits, cap):
 
 
 @register
-class T5GemmaSeq2SeqLM(Seq2SeqLM):
+class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
     """T5Gemma encoder-decoder language model for generation and fine-tuning.
 
     Calling the model on a backbone input dict returns logits

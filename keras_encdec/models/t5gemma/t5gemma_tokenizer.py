@@ -7,6 +7,7 @@ from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+from keras_encdec.utils.quiet import native_stderr_filter
 
 
 @register
@@ -40,6 +41,12 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
         self._add_special_token("<eos>", "end_token")
         self._add_special_token("<pad>", "pad_token")
         super().__init__(proto=proto, **kwargs)
+
+    def set_proto(self, proto):
+        # Building the SentencePiece op prints TensorFlow's device probing
+        # and SentencePiece's normalizer notice from C++; drop those two.
+        with native_stderr_filter():
+            super().set_proto(proto)
 
     @classproperty
     def presets(cls):

@@ -1,0 +1,36 @@
+"""The shared preset registry: package data, expansion, empty registries."""
+
+import os
+
+import keras
+import pytest
+
+from keras_encdec.models import preset_registry
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="backend-independent"
+)
+
+
+def test_presets_root_is_inside_the_package():
+    root = preset_registry.presets_root()
+    package = os.path.dirname(os.path.dirname(os.path.abspath(
+        preset_registry.__file__)))
+    assert os.path.commonpath([root, package]) == package
+    assert os.path.isdir(os.path.join(root, "t5gemma"))
+
+
+def test_empty_registry_raises():
+    with pytest.raises(ValueError, match="No Nothing presets found"):
+        preset_registry.load_registry(
+            "nothing", "NoBackbone", lambda config: 0,
+            official_name="Nothing", hf_prefix="x/", kaggle_model="x/y",
+        )
+
+
+def test_pair_file_without_variants_raises():
+    with pytest.raises(ValueError, match="lacks the key 'variants'"):
+        preset_registry.expand_published(
+            "t5gemma", "s_s", {"description": "S-S", "config": {}},
+            "T5Gemma", "google/t5gemma-", "keras/t5-gemma",
+        )
