@@ -1,21 +1,23 @@
 """The T5Gemma 2 preset registry.
 
-`presets/t5gemma2/<name>.json` files hold the published presets (metadata,
-`hf://` handle and backbone config); `presets/t5gemma2/<name>/` folders with
-a `config.json` are embedded presets that load offline by name. Parameter
-counts are computed from the configs when the registry loads (never typed),
-two ways: `params` counts the shared embedding once, as this package stores
-it; `params_keras_hub` counts it twice (plus a second EOI row), as keras-hub
-stores and lists it. `count_parameters` equals `count_params()` of the built
-backbone (tested on small configs).
+Published presets come from
+`keras_encdec/presets/t5gemma2/t5gemma2_<pair>.json` (one pretrained
+checkpoint per size pair, no variants); embedded presets are folders under
+`keras_encdec/presets/` whose backbone is a `T5Gemma2Backbone` (e.g.
+`t5gemma2_tiny_random`). See `keras_encdec.models.preset_registry`.
+Parameter counts are computed from the configs when the registry loads
+(never typed), two ways: `params` counts the shared embedding once, as this
+package stores it; `params_keras_hub` counts it twice (plus a second EOI
+row), as keras-hub stores it. `count_parameters` equals `count_params()` of
+the built backbone (tested on small configs).
 """
 
-import json
+import functools
 import os
 
-from keras_encdec.models.t5gemma.t5gemma_presets import PRESETS_DIR
+from keras_encdec.models.preset_registry import load_registry
+from keras_encdec.models.preset_registry import read_json
 
-PUBLISHED_DIR = "t5gemma2"
 EMBEDDED_PRESET = "t5gemma2_tiny_random"
 
 
@@ -70,44 +72,24 @@ def count_parameters(config, keras_hub_layout=False):
     return total
 
 
-def _with_counts(entry, config):
-    metadata = entry.setdefault("metadata", {})
-    metadata["params"] = count_parameters(config)
-    metadata["params_keras_hub"] = count_parameters(config, True)
-    return entry
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Unreadable preset file '{path}': {e}.") from e
-
-
-def _load_registry(root):
-    """Reads every T5Gemma 2 preset under `root/t5gemma2`."""
-    registry = {}
-    folder = os.path.join(os.path.abspath(root), PUBLISHED_DIR)
-    if not os.path.isdir(folder):
-        return registry
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if name.endswith(".json"):
-            entry = _read_json(path)
-            registry[name.removesuffix(".json")] = _with_counts(
-                entry, entry["config"]
-            )
-        elif os.path.isfile(os.path.join(path, "config.json")):
-            metadata_path = os.path.join(path, "metadata.json")
-            metadata = {}
-            if os.path.isfile(metadata_path):
-                metadata = _read_json(metadata_path)
-            config = _read_json(os.path.join(path, "config.json"))["config"]
-            registry[name] = _with_counts(
-                {"metadata": metadata, "path": path}, config
-            )
+def _load():
+    registry = load_registry(
+        "t5gemma2",
+        "T5Gemma2Backbone",
+        count_parameters,
+        official_name="T5Gemma 2",
+        hf_prefix="google/t5gemma-2-",
+        kaggle_model="keras/t5gemma-2",
+    )
+    keras_hub_count = functools.partial(count_parameters, keras_hub_layout=True)
+    for entry in registry.values():
+        config = entry.get("config")
+        if config is None:  # embedded: the config is in the folder
+            config = read_json(os.path.join(entry["path"], "config.json"))[
+                "config"
+            ]
+        entry["metadata"]["params_keras_hub"] = keras_hub_count(config)
     return registry
 
 
-T5GEMMA2_PRESETS = _load_registry(PRESETS_DIR)
+T5GEMMA2_PRESETS = _load()
