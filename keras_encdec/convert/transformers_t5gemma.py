@@ -281,7 +281,7 @@ def load_transformers_weights(backbone, folder):
 
 
 def export_task(lm, path, max_shard_bytes=2 * 1024**3, overwrite=False):
-    """Writes `lm` (a `T5GemmaSeq2SeqLM`) as a transformers folder,
+    """Writes `lm` (a `T5GemmaSeq2SeqLM` or subclass) as a transformers folder,
     atomically (see `T5GemmaSeq2SeqLM.export_to_transformers`)."""
     needed = atomic_save.variables_nbytes(lm.backbone.weights)
     with atomic_save.atomic_folder(path, overwrite, needed) as staging:
@@ -289,8 +289,10 @@ def export_task(lm, path, max_shard_bytes=2 * 1024**3, overwrite=False):
 
 
 def _write_task(lm, path, max_shard_bytes):
+    # The task's family converter (T5Gemma or T5Gemma 2) writes the model.
+    converter = lm.transformers_converter
     dtype = str(lm.backbone.token_embedding.embeddings.dtype)
-    config = config_from_backbone(lm.backbone, dtype)
+    config = converter.config_from_backbone(lm.backbone, dtype)
     if lm.preprocessor is not None:
         tokenizer = lm.preprocessor.tokenizer
         for key, token in (
@@ -302,7 +304,7 @@ def _write_task(lm, path, max_shard_bytes):
         config["decoder_start_token_id"] = config["bos_token_id"]
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    export_transformers_weights(
+    converter.export_transformers_weights(
         lm.backbone, path, max_shard_bytes=max_shard_bytes
     )
     if lm.preprocessor is not None:

@@ -58,8 +58,10 @@ def expand_published(family, pair, entry, official_name, hf_prefix,
     Args:
         family: str. File-name prefix, e.g. `"t5gemma"`.
         pair: str. The size pair, e.g. `"2b_2b"`.
-        entry: dict. The file: `description`, `variants` (variant name ->
-            description tail) and `config`.
+        entry: dict. The file: `description`, `config`, optionally
+            `variants` (variant name -> description tail; without it the
+            file is one preset `<family>_<pair>`) and `kaggle_version`
+            (defaults to 1).
         official_name: str. Metadata `official_name`, e.g. `"T5Gemma"`.
         hf_prefix: str. Hub repository prefix, e.g. `"google/t5gemma-"`.
         kaggle_model: str. Kaggle model path, e.g. `"keras/t5-gemma"`.
@@ -77,25 +79,30 @@ def expand_published(family, pair, entry, official_name, hf_prefix,
     >>> out["t5gemma_s_s_ul2"]["hf_handle"]
     'hf://google/t5gemma-s-s-ul2'
     """
-    for key in ("description", "variants", "config"):
+    for key in ("description", "config"):
         if key not in entry:
             raise ValueError(
                 f"Preset file for {family}_{pair} lacks the key {key!r}. "
-                "Expected keys: description, variants, config."
+                "Expected keys: description, config and optionally variants."
             )
     presets = {}
-    for variant, tail in entry["variants"].items():
-        name = f"{family}_{pair}_{variant}"
-        hf_name = hf_prefix + f"{pair}_{variant}".replace("_", "-")
+    version = entry.get("kaggle_version", 1)
+    for variant, tail in (entry.get("variants") or {None: None}).items():
+        suffix = pair if variant is None else f"{pair}_{variant}"
+        name = f"{family}_{suffix}"
+        hf_name = hf_prefix + suffix.replace("_", "-")
+        description = entry["description"]
+        if variant is not None:
+            description = f"{description}, {tail}"
         presets[name] = {
             "metadata": {
-                "description": f"{entry['description']}, {tail}",
+                "description": description,
                 "official_name": official_name,
                 "path": family,
                 "model_card": f"https://huggingface.co/{hf_name}",
             },
             "hf_handle": f"hf://{hf_name}",
-            "kaggle_handle": f"kaggle://{kaggle_model}/keras/{name}/1",
+            "kaggle_handle": f"kaggle://{kaggle_model}/keras/{name}/{version}",
             "config": entry["config"],
         }
     return presets

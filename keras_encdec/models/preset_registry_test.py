@@ -28,9 +28,22 @@ def test_empty_registry_raises():
         )
 
 
-def test_pair_file_without_variants_raises():
-    with pytest.raises(ValueError, match="lacks the key 'variants'"):
+def test_pair_file_without_config_raises():
+    with pytest.raises(ValueError, match="lacks the key 'config'"):
         preset_registry.expand_published(
-            "t5gemma", "s_s", {"description": "S-S", "config": {}},
+            "t5gemma", "s_s", {"description": "S-S", "variants": {}},
             "T5Gemma", "google/t5gemma-", "keras/t5-gemma",
         )
+
+
+def test_pair_file_without_variants_is_one_preset():
+    out = preset_registry.expand_published(
+        "t5gemma2", "1b_1b",
+        {"description": "1B-1B", "kaggle_version": 2, "config": {}},
+        "T5Gemma 2", "google/t5gemma-2-", "keras/t5gemma-2",
+    )
+    assert list(out) == ["t5gemma2_1b_1b"]
+    assert out["t5gemma2_1b_1b"]["hf_handle"] == "hf://google/t5gemma-2-1b-1b"
+    assert out["t5gemma2_1b_1b"]["kaggle_handle"] == (
+        "kaggle://keras/t5gemma-2/keras/t5gemma2_1b_1b/2"
+    )
