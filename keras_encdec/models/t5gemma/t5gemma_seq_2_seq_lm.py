@@ -132,9 +132,9 @@ class T5GemmaSeq2SeqLM(TaskGuardsMixin, ShuffledFitMixin, Seq2SeqLM):
         ...                              remat=True).backbone.remat
         True
         """
+        known = FROM_PRESET_KWARGS + tuple(cls.backbone_preset_kwargs)
         check_known_kwargs(
-            f"{cls.__name__}.from_preset", kwargs, FROM_PRESET_KWARGS,
-            allowed=FROM_PRESET_KWARGS,
+            f"{cls.__name__}.from_preset", kwargs, known, allowed=known
         )
         remat = kwargs.pop("remat", None)
         lm = cls._from_preset(preset, load_weights, **kwargs)
