@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_encdec.adapt.source_types import AdaptationError
 from keras_encdec.adapt.source_types import ATTENTION_ROLES
+from keras_encdec.adapt.source_types import FAMILY_NAMES
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
 
@@ -36,6 +37,13 @@ BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 def check_pair(encoder, decoder):
     """Raises unless the two sources can form one encoder-decoder."""
     enc, dec = encoder.config, decoder.config
+    if enc["family"] != dec["family"]:
+        raise AdaptationError(
+            "The encoder and decoder sources must be the same Gemma "
+            f"generation. Received: {FAMILY_NAMES[enc['family']]} "
+            f"({encoder.description}) and {FAMILY_NAMES[dec['family']]} "
+            f"({decoder.description})."
+        )
     if enc["vocabulary_size"] != dec["vocabulary_size"]:
         raise AdaptationError(
             "The encoder and decoder sources must share the vocabulary and "
