@@ -25,6 +25,8 @@ The vocabulary becomes a SentencePiece model (`gguf_tokenizer`).
 import logging
 import os
 
+import numpy as np
+
 from keras_encdec.adapt.gguf_tokenizer import field_value
 from keras_encdec.adapt.gguf_tokenizer import sentencepiece_proto_from_gguf
 from keras_encdec.adapt.source_types import GEMMA3
@@ -66,6 +68,14 @@ def subtract_one(w):
     return w - 1.0
 
 
+def _float(value):
+    """A float32 metadata value as the decimal it was written from
+    (`1e-06`, not `9.999999974752427e-07`); None stays None."""
+    if value is None:
+        return None
+    return float(str(np.float32(value)))
+
+
 def _required(reader, key, path):
     value = field_value(reader, key)
     if value is None:
@@ -103,7 +113,7 @@ def _config(reader, path, vocabulary_size):
         )
     factor = 1.0
     if scaling == "linear":
-        factor = float(get("rope.scaling.factor"))
+        factor = _float(get("rope.scaling.factor"))
     return {
         "vocabulary_size": vocabulary_size,
         "hidden_dim": hidden_dim,
@@ -114,13 +124,13 @@ def _config(reader, path, vocabulary_size):
         "head_dim": head_dim,
         "layer_types": gemma3_layer_types(num_layers),
         "sliding_window": int(get("attention.sliding_window")),
-        "attention_logit_soft_cap": field_value(
-            reader, "gemma3.attn_logit_softcapping"),
-        "final_logit_soft_cap": field_value(
-            reader, "gemma3.final_logit_softcapping"),
+        "attention_logit_soft_cap": _float(field_value(
+            reader, "gemma3.attn_logit_softcapping")),
+        "final_logit_soft_cap": _float(field_value(
+            reader, "gemma3.final_logit_softcapping")),
         "query_pre_attn_scalar": scalar,
-        "rope_max_wavelength": float(get("rope.freq_base")),
-        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon")),
+        "rope_max_wavelength": _float(get("rope.freq_base")),
+        "rms_norm_eps": _float(get("attention.layer_norm_rms_epsilon")),
         "hidden_activation": "gelu_approximate",
         "tie_word_embeddings": True,
         "dtype": "float32",

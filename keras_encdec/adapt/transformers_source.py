@@ -160,8 +160,8 @@ def from_transformers_folder(folder, config=None):
     if config is None:
         config = read_json(os.path.join(folder, "config.json"))
     _check_config(config, folder)
-    reader = SafetensorsReader(folder)
     arch = _architecture(config, folder)
+    reader = SafetensorsReader(folder)
     prefix = _hf_prefix(reader)
     num_heads, kv_heads = arch["num_heads"], arch["num_kv_heads"]
     head_dim = arch["head_dim"]
