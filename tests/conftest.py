@@ -10,9 +10,10 @@ everything they depend on:
 
 - `reference-*` (transformers' outputs): the GGUF file (size, mtime), the
   transformers version and the inputs below;
-- `keras_hub-*` (our conversion, saved as a keras-hub preset): the GGUF
-  file, the keras / keras-hub / gguf versions and the source of
-  `keras_encdec/adapt/`, so a code change rebuilds it.
+- `keras_hub-*` (our conversion, saved as a keras-hub preset) and
+  `t5gemma2-*` (the adapted T5Gemma 2, written by the `adapt` command): the
+  GGUF file, the keras / keras-hub / gguf versions and the source of the
+  `keras_encdec` package, so any code change rebuilds them.
 
 Only the newest entry of each kind is kept.
 """
@@ -33,7 +34,7 @@ import numpy as np
 import pytest
 
 CACHE_VERSION = 1
-ADAPT_PACKAGE = pathlib.Path(__file__).parent.parent / "keras_encdec" / "adapt"
+PACKAGE = pathlib.Path(__file__).parent.parent / "keras_encdec"
 # Real prompts: prose, code, other scripts, and one longer than the 512-token
 # sliding window (stdlib text, so it never changes under us).
 PROMPTS = {
@@ -87,13 +88,17 @@ def _gguf_identity(path):
             "mtime_ns": stat.st_mtime_ns}
 
 
-def _adapt_code_hash():
+def _code_key(gguf_path):
+    """What our conversions depend on: the file, versions, our code."""
     digest = hashlib.sha256()
-    for path in sorted(ADAPT_PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         if path.name.endswith("_test.py") or path.name == "conftest.py":
             continue
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
+        digest.update(str(path.relative_to(PACKAGE)).encode())
+        digest.update(path.read_bytes())
+    return dict(_gguf_identity(gguf_path), code=digest.hexdigest(),
+                versions=[version(name) for name in ("keras", "keras-hub",
+                                                     "gguf")])
 
 
 def cache_root():
@@ -235,10 +240,37 @@ def gemma3_keras_hub(gemma3_gguf):
     cached preset."""
     import keras_hub
 
-    key = dict(_gguf_identity(gemma3_gguf), code=_adapt_code_hash(),
-               versions=[version(name) for name in ("keras", "keras-hub",
-                                                    "gguf")])
-    folder = cached(
-        "keras_hub", key, lambda f: _build_keras_hub(f, gemma3_gguf)
-    )
+    folder = cached("keras_hub", _code_key(gemma3_gguf),
+                    lambda f: _build_keras_hub(f, gemma3_gguf))
     return keras_hub.models.Gemma3CausalLM.from_preset(str(folder / "preset"))
+
+
+def _build_t5gemma2(folder, gguf_path):
+    """`python -m keras_encdec adapt --encoder FILE --output DIR`, in
+    process; its report is kept beside the preset."""
+    import io
+    from contextlib import redirect_stdout
+
+    from keras_encdec import __main__ as cli
+
+    report = io.StringIO()
+    with redirect_stdout(report):
+        code = cli.main([
+            "adapt", "--encoder", gguf_path, "--output", str(folder / "preset")
+        ])
+    (folder / "report.txt").write_text(report.getvalue())
+    if code != 0:
+        raise RuntimeError(f"adapt failed ({code}): {report.getvalue()}")
+    gc.collect()
+
+
+@pytest.fixture(scope="session")
+def gemma3_t5gemma2(gemma3_gguf):
+    """The GGUF adapted into T5Gemma 2 by the `adapt` command (cached
+    preset): `(T5Gemma2Seq2SeqLM, the command's report)`."""
+    from keras_encdec.models import T5Gemma2Seq2SeqLM
+
+    folder = cached("t5gemma2", _code_key(gemma3_gguf),
+                    lambda f: _build_t5gemma2(f, gemma3_gguf))
+    lm = T5Gemma2Seq2SeqLM.from_preset(str(folder / "preset"))
+    return lm, (folder / "report.txt").read_text()

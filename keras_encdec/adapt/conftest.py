@@ -179,6 +179,14 @@ def hf_gemma3_folder(gemma3_proto, tmp_path_factory):
     return folder, model
 
 
+@pytest.fixture(scope="session")
+def gemma3_lm(hf_gemma3_folder):
+    """The tiny transformers Gemma 3 as a keras-hub `Gemma3CausalLM`."""
+    from keras_encdec.adapt.keras_hub_gemma3 import to_keras_hub_gemma3
+
+    return to_keras_hub_gemma3(str(hf_gemma3_folder[0]))
+
+
 def write_gemma3_gguf(path, model, proto, quantization=None):
     """Writes a transformers `Gemma3ForCausalLM` as llama.cpp's converter
     does: `1 + w` norms, `[out, in]` tensors, Gemma 3 metadata, and the

@@ -48,11 +48,6 @@ def max_tensor_difference(a, b):
     )
 
 
-@pytest.fixture(scope="module")
-def gemma3_lm(hf_gemma3_folder):
-    return to_keras_hub_gemma3(str(hf_gemma3_folder[0]))
-
-
 def test_transformers_folder_to_keras_hub_matches_transformers(
     hf_gemma3_folder, gemma3_lm
 ):
