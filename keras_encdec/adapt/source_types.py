@@ -9,8 +9,8 @@ import json
 import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
-from keras_encdec.convert.transformers_t5gemma import _heads_in as heads_in
-from keras_encdec.convert.transformers_t5gemma import _heads_out as heads_out
+from keras_encdec.convert.transformers_t5gemma import _heads_in as heads_in  # noqa: F401,E501
+from keras_encdec.convert.transformers_t5gemma import _heads_out as heads_out  # noqa: F401,E501
 
 TOKENIZER_FILE = "tokenizer.model"
 SLIDING, FULL = "sliding_attention", "full_attention"
