@@ -121,7 +121,7 @@ class T5Gemma2Attention(T5GemmaAttention):
             epsilon=rms_norm_eps, dtype=self.dtype_policy, name="key_norm"
         )
 
-    def build(self, hidden_states_shape, kv_states_shape=None):
+    def build(self, hidden_states_shape, encoder_output_shape=None):
         super().build(hidden_states_shape)
         self.query_norm.build((self.head_dim,))
         self.key_norm.build((self.head_dim,))
