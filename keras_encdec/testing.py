@@ -19,11 +19,14 @@ TINY_TEXT = [
 ]
 
 
-def train_sentencepiece(vocab_size=64, text=TINY_TEXT, model_type="BPE"):
+def train_sentencepiece(
+    vocab_size=64, text=TINY_TEXT, model_type="BPE", **options
+):
     """Trains a tiny SentencePiece model with Gemma's special ids.
 
-    Ids: `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3. Returns the serialized
-    model bytes.
+    Ids: `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3. `options` are further
+    `SentencePieceTrainer.train` arguments. Returns the serialized model
+    bytes.
     """
     import sentencepiece
 
@@ -43,6 +46,7 @@ def train_sentencepiece(vocab_size=64, text=TINY_TEXT, model_type="BPE"):
         unk_piece="<unk>",
         hard_vocab_limit=False,
         minloglevel=2,
+        **options,
     )
     return buffer.getvalue()
 
