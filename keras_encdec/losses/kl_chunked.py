@@ -66,28 +66,32 @@ def chunked_kl_token_losses(
     teacher_embedding = ops.stop_gradient(teacher_embedding)
 
     def both_logits(h, e, th, te, start, first):
-        """Returns (w, raw student, s, t, new-column mask or None)."""
-        w, raw, s = chunk_matmul(h, e, start, chunk, logit_soft_cap)
+        """Returns (w, capped student, s, t, new-column mask or None)."""
+        w, _, capped = chunk_matmul(h, e, start, chunk, logit_soft_cap)
         _, _, t = chunk_matmul(th, te, start, chunk, teacher_logit_soft_cap)
-        s, t = s * inv_t, t * inv_t
+        s, t = capped * inv_t, t * inv_t
         is_new = None
         if has_overlap:
             cols = start + ops.arange(chunk, dtype="int32")
             is_new = ops.greater_equal(cols, first)[None, :]  # [1, C]
             s = ops.where(is_new, s, float("-inf"))
             t = ops.where(is_new, t, float("-inf"))
-        return w, raw, s, t, is_new
+        return w, capped, s, t, is_new
 
     @ops.custom_gradient
     def token_losses(h, e, th, te):
         def forward_chunk(carry, xs):
             start, first = xs
             _, _, s, t, is_new = both_logits(h, e, th, te, start, first)
-            lse_t = ops.logsumexp(t, axis=-1)  # [N]
+            # One exp of the teacher serves its LSE and the weighted sum.
+            max_t = ops.max(t, axis=-1)  # [N]
+            exp_t = ops.exp(t - max_t[:, None])
+            sum_t = ops.sum(exp_t, axis=-1)
             diff = t - s
             if is_new is not None:
                 diff = ops.where(is_new, diff, 0.0)  # -inf - -inf
-            weighted = ops.sum(ops.exp(t - lse_t[:, None]) * diff, axis=-1)
+            weighted = ops.sum(exp_t * diff, axis=-1) / sum_t
+            lse_t = max_t + ops.log(sum_t)
             return carry, (lse_t, ops.logsumexp(s, axis=-1), weighted)
 
         _, (chunk_lse_t, chunk_lse_s, chunk_cross) = scan(
@@ -108,11 +112,12 @@ def chunked_kl_token_losses(
 
             def backward_chunk(d_hidden, xs):
                 start, first = xs
-                w, raw, s, t, _ = both_logits(h, e, th, te, start, first)
+                w, capped, s, t, _ = both_logits(h, e, th, te, start, first)
                 d = ops.exp(s - lse_s[:, None]) - ops.exp(t - lse_t[:, None])
                 d = d * scale[:, None]
                 if logit_soft_cap is not None:
-                    d = d * (1.0 - ops.square(ops.tanh(raw / logit_soft_cap)))
+                    # d tanh = 1 - tanh^2, from the capped logits.
+                    d = d * (1.0 - ops.square(capped / logit_soft_cap))
                 d = ops.cast(d, h.dtype)  # matmul dtype
                 d_hidden = d_hidden + ops.cast(ops.matmul(d, w), "float32")
                 return d_hidden, (ops.matmul(ops.transpose(d), h),)
