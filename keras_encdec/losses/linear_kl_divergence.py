@@ -7,10 +7,33 @@ from keras import ops
 from keras_encdec.losses.dense import dense_kl_token_losses
 from keras_encdec.losses.kl_chunked import chunked_kl_token_losses
 from keras_encdec.losses.linear_cross_entropy import REDUCTIONS
+from keras_encdec.losses.linear_cross_entropy import _device_summary
 from keras_encdec.losses.linear_cross_entropy import _float_dtype
+from keras_encdec.losses.linear_cross_entropy import _pallas_status
 from keras_encdec.losses.linear_cross_entropy import linear_cross_entropy
 
-KL_IMPLS = ("xla", "dense")
+KL_IMPLS = ("xla", "pallas", "dense")
+
+
+def _resolve_kl_impl(impl):
+    """Returns `(impl, pallas_interpret)`, or raises why it cannot run."""
+    if impl is not None and impl not in KL_IMPLS:
+        raise ValueError(
+            f"Unknown `impl`. Received: impl={impl!r}. Expected one of "
+            f"{KL_IMPLS} or None."
+        )
+    if impl is None:
+        return ("pallas" if _device_summary() == ("jax", "gpu") else "xla"), False
+    if impl == "pallas":
+        ok, interpret, reason = _pallas_status()
+        if not ok:
+            raise ValueError(
+                "impl='pallas' needs the JAX backend on a GPU or TPU; "
+                f"{reason}. Use impl='xla' (portable, same memory bound) or "
+                "impl=None (best available)."
+            )
+        return impl, interpret
+    return impl, False
 
 
 def _check_args(reduction, chunk_size, caps, temperature):
@@ -109,10 +132,13 @@ def linear_kl_divergence(
             to None.
         reduction: str. `"mean"`, `"sum"` or `"none"`. Defaults to `"mean"`.
         impl: str or None. `"xla"` (chunked keras.ops, every backend),
-            `"dense"` (reference, materializes logits) or None (`"xla"`).
-            Defaults to None.
-        chunk_size: int or None. Vocabulary columns per chunk. Defaults to
-            None (automatic).
+            `"pallas"` (jax on GPU/TPU; CPU only with
+            `KERAS_ENCDEC_PALLAS_INTERPRET=1`), `"dense"` (reference,
+            materializes logits) or None (pallas on jax GPU, else xla). A
+            named impl that cannot run raises. Defaults to None.
+        chunk_size: int or None. Vocabulary columns per chunk (`"xla"`) or
+            per tile (`"pallas"`, a power of two on GPU). Defaults to None
+            (automatic).
 
     Returns:
         float32 scalar for `"mean"`/`"sum"`, or per-token losses.
@@ -142,12 +168,7 @@ def linear_kl_divergence(
         ),
         temperature,
     )
-    if impl is not None and impl not in KL_IMPLS:
-        raise ValueError(
-            f"Unknown `impl`. Received: impl={impl!r}. Expected one of "
-            f"{KL_IMPLS} or None."
-        )
-    impl = impl or "xla"
+    impl, interpret = _resolve_kl_impl(impl)
     hidden = ops.convert_to_tensor(hidden_states)
     embedding = ops.convert_to_tensor(embedding)
     t_hidden = ops.convert_to_tensor(teacher_hidden_states)
@@ -184,6 +205,12 @@ def linear_kl_divergence(
     )
     if impl == "dense":
         losses = dense_kl_token_losses(*args, **caps)
+    elif impl == "pallas":
+        from keras_encdec.losses import kl_pallas_kernel
+
+        losses = kl_pallas_kernel.pallas_kl_token_losses(
+            *args, **caps, block_vocab=chunk_size, interpret=interpret
+        )
     else:
         losses = chunked_kl_token_losses(*args, **caps, chunk_size=chunk_size)
     if mask is not None:

@@ -191,7 +191,7 @@ def test_mixed_objective_is_weighted_sum():
     [
         (dict(temperature=0.0), "temperature=0.0"),
         (dict(teacher_logit_soft_cap=-1.0), "teacher_logit_soft_cap=-1.0"),
-        (dict(impl="pallas"), "Received: impl='pallas'"),
+        (dict(impl="cuda"), "Received: impl='cuda'"),
         (dict(reduction="avg"), "reduction='avg'"),
         (dict(chunk_size=0), "chunk_size=0"),
         (dict(mask=np.ones(3, bool)), r"mask.shape=\(3,\)"),
