@@ -10,12 +10,13 @@ from keras_encdec.losses.linear_cross_entropy import REDUCTIONS
 from keras_encdec.losses.linear_cross_entropy import _device_summary
 from keras_encdec.losses.linear_cross_entropy import _float_dtype
 from keras_encdec.losses.linear_cross_entropy import _pallas_status
+from keras_encdec.losses.linear_cross_entropy import _triton_status
 from keras_encdec.losses.linear_cross_entropy import linear_cross_entropy
 
-KL_IMPLS = ("xla", "pallas", "dense")
+KL_IMPLS = ("xla", "pallas", "triton", "dense")
 
 
-def _resolve_kl_impl(impl):
+def _resolve_kl_impl(impl, hidden):
     """Returns `(impl, pallas_interpret)`, or raises why it cannot run."""
     if impl is not None and impl not in KL_IMPLS:
         raise ValueError(
@@ -23,7 +24,12 @@ def _resolve_kl_impl(impl):
             f"{KL_IMPLS} or None."
         )
     if impl is None:
-        return ("pallas" if _device_summary() == ("jax", "gpu") else "xla"), False
+        backend, device = _device_summary()
+        if backend == "jax" and device == "gpu":
+            return "pallas", False
+        if backend == "torch" and hidden.is_cuda and _triton_status(hidden)[0]:
+            return "triton", False
+        return "xla", False
     if impl == "pallas":
         ok, interpret, reason = _pallas_status()
         if not ok:
@@ -33,6 +39,14 @@ def _resolve_kl_impl(impl):
                 "impl=None (best available)."
             )
         return impl, interpret
+    if impl == "triton":
+        ok, reason = _triton_status(hidden)
+        if not ok:
+            raise ValueError(
+                "impl='triton' needs the torch backend on CUDA with triton "
+                f"installed; {reason}. Use impl='xla' (portable, same memory "
+                "bound) or impl=None (best available)."
+            )
     return impl, False
 
 
@@ -133,11 +147,13 @@ def linear_kl_divergence(
         reduction: str. `"mean"`, `"sum"` or `"none"`. Defaults to `"mean"`.
         impl: str or None. `"xla"` (chunked keras.ops, every backend),
             `"pallas"` (jax on GPU/TPU; CPU only with
-            `KERAS_ENCDEC_PALLAS_INTERPRET=1`), `"dense"` (reference,
-            materializes logits) or None (pallas on jax GPU, else xla). A
-            named impl that cannot run raises. Defaults to None.
+            `KERAS_ENCDEC_PALLAS_INTERPRET=1`), `"triton"` (torch on CUDA;
+            CPU only under `TRITON_INTERPRET=1`), `"dense"` (reference,
+            materializes logits) or None (pallas on jax GPU, triton on torch
+            CUDA, else xla). A named impl that cannot run raises. Defaults
+            to None.
         chunk_size: int or None. Vocabulary columns per chunk (`"xla"`) or
-            per tile (`"pallas"`, a power of two on GPU). Defaults to None
+            per tile (kernels; a power of two on GPU). Defaults to None
             (automatic).
 
     Returns:
@@ -168,7 +184,6 @@ def linear_kl_divergence(
         ),
         temperature,
     )
-    impl, interpret = _resolve_kl_impl(impl)
     hidden = ops.convert_to_tensor(hidden_states)
     embedding = ops.convert_to_tensor(embedding)
     t_hidden = ops.convert_to_tensor(teacher_hidden_states)
@@ -181,6 +196,7 @@ def linear_kl_divergence(
         _float_dtype(t_embedding, "teacher_embedding"),
     )
     _check_shapes(hidden, embedding, t_hidden, t_embedding)
+    impl, interpret = _resolve_kl_impl(impl, hidden)
     token_shape = ops.shape(hidden)[:-1]
     if mask is not None:
         mask = ops.convert_to_tensor(mask)
@@ -210,6 +226,12 @@ def linear_kl_divergence(
 
         losses = kl_pallas_kernel.pallas_kl_token_losses(
             *args, **caps, block_vocab=chunk_size, interpret=interpret
+        )
+    elif impl == "triton":
+        from keras_encdec.losses import kl_triton_kernel
+
+        losses = kl_triton_kernel.triton_kl_token_losses(
+            *args, **caps, block_vocab=chunk_size
         )
     else:
         losses = chunked_kl_token_losses(*args, **caps, chunk_size=chunk_size)
