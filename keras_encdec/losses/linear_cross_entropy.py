@@ -1,7 +1,7 @@
 """Public API: cross-entropy of `hidden @ embedding.T` without the logits."""
 
 import os
-import sys
+
 
 import keras
 import numpy as np
@@ -10,6 +10,7 @@ from keras import ops
 from keras_encdec.losses.chunked import chunked_token_losses
 from keras_encdec.losses.dense import dense_token_losses
 from keras_encdec.utils import dispatch
+from keras_encdec.utils import import_order
 
 IMPLS = ("xla", "pallas", "triton", "dense")
 REDUCTIONS = ("mean", "sum", "none")
@@ -43,16 +44,11 @@ def _triton_unavailable_reason(hidden):
             "installed; the inputs are on the CPU (set TRITON_INTERPRET=1 "
             "before importing keras_encdec for the slow interpret mode)"
         )
-    if "triton" not in sys.modules and "tensorflow" in sys.modules:
-        return (
-            "impl='triton' cannot run: triton was not imported before "
-            "tensorflow (importing it now would abort the process); import "
-            "keras_encdec first"
-        )
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "impl='triton' needs the `triton` package, which is missing"
+    problem = import_order.triton_import_problem()
+    if problem is not None:
+        return f"impl='triton' cannot run: {problem}"
+    import triton  # noqa: F401
+
     return None
 
 

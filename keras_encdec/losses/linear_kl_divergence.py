@@ -6,48 +6,25 @@ from keras import ops
 
 from keras_encdec.losses.dense import dense_kl_token_losses
 from keras_encdec.losses.kl_chunked import chunked_kl_token_losses
+from keras_encdec.losses.linear_cross_entropy import IMPLS
 from keras_encdec.losses.linear_cross_entropy import REDUCTIONS
-from keras_encdec.losses.linear_cross_entropy import _device_summary
 from keras_encdec.losses.linear_cross_entropy import _float_dtype
-from keras_encdec.losses.linear_cross_entropy import _pallas_status
-from keras_encdec.losses.linear_cross_entropy import _triton_status
 from keras_encdec.losses.linear_cross_entropy import linear_cross_entropy
+from keras_encdec.losses.linear_cross_entropy import resolve_impl
+from keras_encdec.utils import dispatch
 
-KL_IMPLS = ("xla", "pallas", "triton", "dense")
+KL_IMPLS = IMPLS  # the same kernels as the cross-entropy, one dispatch
 
 
 def _resolve_kl_impl(impl, hidden):
-    """Returns `(impl, pallas_interpret)`, or raises why it cannot run."""
-    if impl is not None and impl not in KL_IMPLS:
-        raise ValueError(
-            f"Unknown `impl`. Received: impl={impl!r}. Expected one of "
-            f"{KL_IMPLS} or None."
-        )
-    if impl is None:
-        backend, device = _device_summary()
-        if backend == "jax" and device == "gpu":
-            return "pallas", False
-        if backend == "torch" and hidden.is_cuda and _triton_status(hidden)[0]:
-            return "triton", False
-        return "xla", False
-    if impl == "pallas":
-        ok, interpret, reason = _pallas_status()
-        if not ok:
-            raise ValueError(
-                "impl='pallas' needs the JAX backend on a GPU or TPU; "
-                f"{reason}. Use impl='xla' (portable, same memory bound) or "
-                "impl=None (best available)."
-            )
-        return impl, interpret
-    if impl == "triton":
-        ok, reason = _triton_status(hidden)
-        if not ok:
-            raise ValueError(
-                "impl='triton' needs the torch backend on CUDA with triton "
-                f"installed; {reason}. Use impl='xla' (portable, same memory "
-                "bound) or impl=None (best available)."
-            )
-    return impl, False
+    """Returns `(impl, pallas_interpret)`, or raises why it cannot run.
+
+    The KL kernels run where the cross-entropy's do, so the choice is the
+    cross-entropy's (`linear_cross_entropy.resolve_impl`, one dispatch rule
+    for both losses).
+    """
+    impl = resolve_impl(impl, hidden)
+    return impl, impl == "pallas" and dispatch.pallas_interpret()
 
 
 def _check_args(reduction, chunk_size, caps, temperature):
