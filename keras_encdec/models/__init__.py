@@ -7,15 +7,25 @@ Examples:
 """
 
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_encoder_model import T5GemmaEncoderModel
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm import T5GemmaSeq2SeqLM
 from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm_preprocessor import (
     T5GemmaSeq2SeqLMPreprocessor,
+)
+from keras_encdec.models.t5gemma.t5gemma_text_classifier import (
+    T5GemmaTextClassifier,
+)
+from keras_encdec.models.t5gemma.t5gemma_text_classifier_preprocessor import (
+    T5GemmaTextClassifierPreprocessor,
 )
 from keras_encdec.models.t5gemma.t5gemma_tokenizer import T5GemmaTokenizer
 
 __all__ = [
     "T5GemmaBackbone",
+    "T5GemmaEncoderModel",
     "T5GemmaSeq2SeqLM",
     "T5GemmaSeq2SeqLMPreprocessor",
+    "T5GemmaTextClassifier",
+    "T5GemmaTextClassifierPreprocessor",
     "T5GemmaTokenizer",
 ]

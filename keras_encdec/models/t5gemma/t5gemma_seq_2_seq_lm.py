@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import shutil
 
 from keras import ops
 from keras_hub.models import Seq2SeqLM
@@ -177,28 +176,17 @@ class T5GemmaSeq2SeqLM(Seq2SeqLM):
         os.makedirs(path, exist_ok=True)
         dtype = str(self.backbone.token_embedding.embeddings.dtype)
         config = transformers_t5gemma.config_from_backbone(self.backbone, dtype)
+        tokenizer = None
         if self.preprocessor is not None:
             tokenizer = self.preprocessor.tokenizer
-            for key, token in (
-                ("pad_token_id", "<pad>"),
-                ("eos_token_id", "<eos>"),
-                ("bos_token_id", "<bos>"),
-            ):
-                config[key] = tokenizer.token_to_id(token)
-            config["decoder_start_token_id"] = config["bos_token_id"]
+            transformers_t5gemma.set_token_ids(config, tokenizer)
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
         transformers_t5gemma.export_transformers_weights(
             self.backbone, path, max_shard_bytes=max_shard_bytes
         )
-        if self.preprocessor is not None:
-            proto = self.preprocessor.tokenizer.proto
-            target = os.path.join(path, "tokenizer.model")
-            if isinstance(proto, bytes):
-                with open(target, "wb") as f:
-                    f.write(proto)
-            else:
-                shutil.copyfile(proto, target)
+        if tokenizer is not None:
+            transformers_t5gemma.write_tokenizer(tokenizer, path)
 
     def compile(
         self,
