@@ -18,6 +18,12 @@ from keras_encdec.models.t5gemma.t5gemma_text_classifier import (
 from keras_encdec.models.t5gemma.t5gemma_text_classifier_preprocessor import (
     T5GemmaTextClassifierPreprocessor,
 )
+from keras_encdec.models.t5gemma.t5gemma_token_classifier import (
+    T5GemmaTokenClassifier,
+)
+from keras_encdec.models.t5gemma.t5gemma_token_classifier_preprocessor import (
+    T5GemmaTokenClassifierPreprocessor,
+)
 from keras_encdec.models.t5gemma.t5gemma_tokenizer import T5GemmaTokenizer
 
 __all__ = [
@@ -27,5 +33,7 @@ __all__ = [
     "T5GemmaSeq2SeqLMPreprocessor",
     "T5GemmaTextClassifier",
     "T5GemmaTextClassifierPreprocessor",
+    "T5GemmaTokenClassifier",
+    "T5GemmaTokenClassifierPreprocessor",
     "T5GemmaTokenizer",
 ]
