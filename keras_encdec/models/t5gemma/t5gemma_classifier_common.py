@@ -152,8 +152,7 @@ class T5GemmaClassifierMixin:
         lora_lib.save_lora_weights(self, filepath)
         with h5py.File(filepath, "a") as f:
             group = f.create_group(HEAD_GROUP)
-            for variable in (self.score.kernel, self.score.bias):
-                name = variable.path.rsplit("/", 1)[-1]
+            for name, variable in self._head_variables():
                 group.create_dataset(name, data=ops.convert_to_numpy(variable))
 
     def load_lora_weights(self, filepath):
@@ -172,14 +171,19 @@ class T5GemmaClassifierMixin:
                     "written by a classifier's `save_lora_weights`."
                 )
             group = f[HEAD_GROUP]
-            for variable in (self.score.kernel, self.score.bias):
-                value = group[variable.path.rsplit("/", 1)[-1]][()]
+            for name, variable in self._head_variables():
+                value = group[name][()]
                 if tuple(value.shape) != tuple(variable.shape):
                     raise ValueError(
                         f"The head in '{filepath}' has shape {value.shape}; "
                         f"this model's is {tuple(variable.shape)}."
                     )
                 variable.assign(value)
+
+    def _head_variables(self):
+        # The base kernel: with LoRA on the head, `.kernel` is the merged
+        # value, not the variable.
+        return [("kernel", self.score._kernel), ("bias", self.score.bias)]
 
     def merge_lora(self):
         """Folds the adapters (head included) into their kernels.
