@@ -128,6 +128,7 @@ class T5GemmaClassifierMixin:
 
         Examples:
 
+        >>> from keras_encdec.models import T5GemmaTextClassifier
         >>> classifier = T5GemmaTextClassifier.from_preset(
         ...     "t5gemma_tiny_random", num_classes=2, encoder_only=True)
         >>> count = classifier.enable_lora(2, target=["attention", "score"])

@@ -21,9 +21,7 @@ PREPROCESSOR_CONFIG = "preprocessor.json"
 class T5GemmaTextClassifierPreprocessor(TextClassifierPreprocessor):
     """Tokenizes and packs raw strings for T5Gemma classifiers.
 
-    Each example becomes `<bos> text <eos>` (a pair of segments,
-    `(first, second)`, becomes `<bos> first <eos> second <eos>`), truncated
-    and right-padded with `<pad>` to `sequence_length`. Returns a dict with
+    Each example becomes `<bos> text <eos>`, truncated and right-padded with `<pad>` to `sequence_length`. Returns a dict with
     `token_ids` and `padding_mask`, plus `y` and `sample_weight` unchanged,
     as keras-hub's `TextClassifierPreprocessor` does (without its
     `segment_ids`, which T5Gemma does not take).
@@ -37,20 +35,13 @@ class T5GemmaTextClassifierPreprocessor(TextClassifierPreprocessor):
 
     Examples:
 
-    >>> import io, sentencepiece
-    >>> buffer = io.BytesIO()
-    >>> sentencepiece.SentencePieceTrainer.train(
-    ...     sentence_iterator=iter(["the quick brown fox jumped"] * 10),
-    ...     model_writer=buffer, vocab_size=20, model_type="WORD",
-    ...     pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
-    ...     eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>")
-    >>> preprocessor = T5GemmaTextClassifierPreprocessor(
-    ...     T5GemmaTokenizer(proto=buffer.getvalue()), sequence_length=6)
-    >>> x = preprocessor(["the fox"])
-    >>> x["token_ids"].tolist()[0][0], x["token_ids"].tolist()[0][3:]
-    (2, [1, 0, 0])
-    >>> [int(v) for v in x["padding_mask"][0]]
-    [1, 1, 1, 1, 0, 0]
+    >>> preprocessor = T5GemmaTextClassifierPreprocessor.from_preset(
+    ...     "t5gemma_tiny_random", sequence_length=8)
+    >>> x = preprocessor(["hi"])
+    >>> sorted(x), int(x["token_ids"][0][0])
+    (['padding_mask', 'token_ids'], 2)
+    >>> int(x["token_ids"][0][-1]), bool(x["padding_mask"][0][-1])
+    (0, False)
     """
 
     backbone_cls = T5GemmaBackbone
@@ -59,9 +50,8 @@ class T5GemmaTextClassifierPreprocessor(TextClassifierPreprocessor):
     def call(self, x, y=None, sample_weight=None):
         if not isinstance(x, (str, list, tuple)) and not hasattr(x, "dtype"):
             raise TypeError(
-                "T5GemmaTextClassifierPreprocessor takes strings: a string, "
-                "a list or tensor of strings, or a tuple of two of those "
-                f"(sentence pairs). Received: {type(x).__name__}."
+                "T5GemmaTextClassifierPreprocessor takes strings: a string or "
+                f"a list or tensor of strings. Received: {type(x).__name__}."
             )
         output = super().call(x, y, sample_weight)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(output)
