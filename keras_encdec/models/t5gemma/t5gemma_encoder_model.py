@@ -233,7 +233,7 @@ class T5GemmaEncoderModel(Backbone):
     save_lora_weights = T5GemmaBackbone.save_lora_weights
     load_lora_weights = T5GemmaBackbone.load_lora_weights
     merge_lora = T5GemmaBackbone.merge_lora
-    get_layout_map = T5GemmaBackbone.get_layout_map
+    get_layout_map = staticmethod(T5GemmaBackbone.get_layout_map)
 
     def __call__(self, inputs, *args, **kwargs):
         check_encoder_inputs(inputs)
