@@ -70,12 +70,12 @@ def test_short_fit_learns_held_out_examples(encoder_only):
     backbone = tiny_encoder() if encoder_only else tiny_backbone()
     classifier = T5GemmaTextClassifier(backbone, num_classes=2)
     classifier.compile(optimizer=keras.optimizers.Adam(5e-3))
-    x, y = marker_task(192, seed=0)
+    x, y = marker_task(256, seed=0)
     x_test, y_test = marker_task(256, seed=1)
     _, before = classifier.evaluate(x_test, y_test, verbose=0)
-    classifier.fit(x, y, batch_size=32, epochs=5, verbose=0)
+    classifier.fit(x, y, batch_size=32, epochs=6, verbose=0)
     _, accuracy = classifier.evaluate(x_test, y_test, verbose=0)
-    # Chance is 0.5; measured 0.96 (encoder-only, jax) here.
+    # Chance is 0.5; measured (encoder-only) 0.96 on jax, 1.0 on torch.
     assert before < 0.7
     assert accuracy >= 0.85
 
