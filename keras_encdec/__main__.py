@@ -20,9 +20,30 @@ COMMANDS = {
 }
 
 
+def configure_logging():
+    """Routes keras-encdec's own log records for the command line.
+
+    Results (INFO) go to stdout and diagnostics (WARNING and above) to
+    stderr, one plain line each. Other libraries' loggers are left at their
+    defaults, so their informational chatter (e.g. jax's backend probing)
+    stays hidden.
+    """
+    logger = logging.getLogger("keras_encdec")
+    logger.handlers.clear()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    results = logging.StreamHandler(sys.stdout)
+    results.addFilter(lambda record: record.levelno < logging.WARNING)
+    diagnostics = logging.StreamHandler(sys.stderr)
+    diagnostics.setLevel(logging.WARNING)
+    for handler in (results, diagnostics):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+
+
 def main(argv=None):
     """Parses `argv` and runs the chosen command; returns its exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(
         prog="python -m keras_encdec",
         description="keras-encdec: encoder-decoder Gemma (T5Gemma) tools.",

@@ -1,6 +1,6 @@
 """The embedded preset `t5gemma_tiny_random` loads offline by name.
 
-The preset folder (`presets/t5gemma_tiny_random`) is written by
+The preset folder (`keras_encdec/presets/t5gemma_tiny_random`) is written by
 `tools/make_embedded_preset.py`.
 """
 

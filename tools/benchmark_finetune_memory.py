@@ -49,7 +49,7 @@ Usage:
 
 import argparse
 import contextlib
-import json
+import copy
 import os
 import time
 
@@ -60,10 +60,7 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-PRESET = os.path.join(
-    os.path.dirname(__file__), "..", "presets", "t5gemma",
-    "t5gemma_2b_2b_prefixlm.json",
-)
+PRESET = "t5gemma_2b_2b_prefixlm"  # a name in the package's registry
 GIB = 1024**3
 LORA_TARGET = ["query", "value"]  # keras-hub's default LoRA layers
 # row: (model, loss, attention_impl, remat)
@@ -84,8 +81,9 @@ TARGETS = ("cpu",) + tuple(TPU_TOPOLOGIES)
 def load_config(layers=None):
     """2b_2b's config; `layers` keeps only the first blocks of each stack
     (for quick comparisons: compile time grows with the block count)."""
-    with open(PRESET) as f:
-        config = json.load(f)["config"]
+    from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+
+    config = copy.deepcopy(T5GEMMA_PRESETS[PRESET]["config"])
     if layers is not None:
         for side in ("encoder", "decoder"):
             config[f"{side}_num_layers"] = layers

@@ -1,4 +1,4 @@
-"""Builds the embedded preset `presets/t5gemma_tiny_random`.
+"""Builds the embedded preset `keras_encdec/presets/t5gemma_tiny_random`.
 
 A tiny T5Gemma (widths 64, 2+2 blocks, grouped-query attention, sliding
 window 16 with alternating layer types, both soft-caps on) with a tiny
@@ -10,7 +10,7 @@ identical weights. Runs in about a minute on CPU.
 
 Usage:
 
-    python tools/make_embedded_preset.py [--output presets/t5gemma_tiny_random]
+    python tools/make_embedded_preset.py [--output keras_encdec/presets/t5gemma_tiny_random]
 """
 
 import argparse
@@ -39,7 +39,8 @@ TRAIN_SEQUENCE_LENGTH = 32
 BATCH_SIZE = 32
 LEARNING_RATE = 5e-3
 DEFAULT_OUTPUT = os.path.join(
-    os.path.dirname(__file__), "..", "presets", "t5gemma_tiny_random"
+    os.path.dirname(__file__), "..", "keras_encdec", "presets",
+    "t5gemma_tiny_random",
 )
 
 # Written for this preset; plain English in the style of old fables.

@@ -14,7 +14,8 @@ import keras
 
 # (regex over variable paths, axes) with "model" / "data" placeholders.
 LAYOUT_RULES = (
-    (r"(encoder|decoder)_token_embedding/embeddings", ("model", "data")),
+    # T5Gemma: encoder_/decoder_token_embedding; T5Gemma 2: token_embedding.
+    (r"(encoder_|decoder_)?token_embedding/embeddings", ("model", "data")),
     (r"decoder_token_embedding/reverse_embeddings", ("data", "model")),
     (r"attention/(query|key|value)/kernel", ("data", "model", None)),
     (r"attention/attention_output/kernel", ("model", None, "data")),

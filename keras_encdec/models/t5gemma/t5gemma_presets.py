@@ -1,20 +1,14 @@
-"""The preset registry: published T5Gemma checkpoints and embedded presets.
+"""The T5Gemma preset registry: published checkpoints and embedded presets.
 
-Each `presets/t5gemma/<name>.json` file holds one published preset: its
-metadata, its transformers (`hf://`) and keras-hub (`kaggle://`) handles and
-its backbone config. Folders under `presets/` that hold a `config.json` are
-embedded presets that load offline by name. Parameter counts are computed
-from the configs (`count_parameters`) when the registry loads, never typed.
+Published presets come from `keras_encdec/presets/t5gemma/t5gemma_<pair>.json`
+(one backbone config per size pair, four variants each); embedded presets
+are folders under `keras_encdec/presets/` whose backbone is a
+`T5GemmaBackbone`. See `keras_encdec.models.preset_registry`. Parameter
+counts are computed from the configs (`count_parameters`), never typed.
 """
 
-import json
-import os
+from keras_encdec.models.preset_registry import load_registry
 
-PRESETS_DIR = os.environ.get(
-    "KERAS_ENCDEC_PRESETS_DIR",
-    os.path.join(os.path.dirname(__file__), "..", "..", "..", "presets"),
-)
-PUBLISHED_DIR = "t5gemma"
 EMBEDDED_PRESET = "t5gemma_tiny_random"
 
 
@@ -92,43 +86,11 @@ def count_parameters(config):
     )
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Unreadable preset file '{path}': {e}.") from e
-
-
-def _load_registry(root):
-    """Reads every preset under `root`; adds computed `metadata["params"]`."""
-    registry = {}
-    root = os.path.abspath(root)
-    if not os.path.isdir(root):
-        return registry
-    published = os.path.join(root, PUBLISHED_DIR)
-    if os.path.isdir(published):
-        for file_name in sorted(os.listdir(published)):
-            if file_name.endswith(".json"):
-                entry = _read_json(os.path.join(published, file_name))
-                entry.setdefault("metadata", {})["params"] = count_parameters(
-                    entry["config"]
-                )
-                registry[file_name.removesuffix(".json")] = entry
-    for name in sorted(os.listdir(root)):
-        folder = os.path.join(root, name)
-        config_path = os.path.join(folder, "config.json")
-        if name == PUBLISHED_DIR or not os.path.isfile(config_path):
-            continue
-        metadata_path = os.path.join(folder, "metadata.json")
-        metadata = {}
-        if os.path.isfile(metadata_path):
-            metadata = _read_json(metadata_path)
-        metadata["params"] = count_parameters(
-            _read_json(config_path)["config"]
-        )
-        registry[name] = {"metadata": metadata, "path": folder}
-    return registry
-
-
-T5GEMMA_PRESETS = _load_registry(PRESETS_DIR)
+T5GEMMA_PRESETS = load_registry(
+    "t5gemma",
+    "T5GemmaBackbone",
+    count_parameters,
+    official_name="T5Gemma",
+    hf_prefix="google/t5gemma-",
+    kaggle_model="keras/t5-gemma",
+)

@@ -7,6 +7,7 @@ from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+from keras_encdec.utils.quiet import native_stderr_filter
 
 
 @register
@@ -41,6 +42,12 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
         self._add_special_token("<pad>", "pad_token")
         super().__init__(proto=proto, **kwargs)
 
+    def set_proto(self, proto):
+        # Building the SentencePiece op prints TensorFlow's device probing
+        # and SentencePiece's normalizer notice from C++; drop those two.
+        with native_stderr_filter():
+            super().set_proto(proto)
+
     @classproperty
     def presets(cls):
         """Preset names -> metadata and hub handles."""
@@ -53,7 +60,7 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
         Raises a `FileNotFoundError` naming the folder when a transformers or
         keras-hub checkpoint carries no SentencePiece model.
         """
-        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        fmt, folder = preset_loader.resolve(preset, cls.presets)
         if fmt == preset_loader.KERAS_ENCDEC:
             return super().from_preset(folder, **kwargs)
         proto = preset_loader.foreign_tokenizer_file(fmt, folder)
