@@ -267,3 +267,35 @@ def make_transformers_t5gemma2(
                 std = norm_scale
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     return model
+
+
+def make_transformers_t5gemma2_classifier(
+    task, num_labels=3, seed=0, scale=0.3, **kwargs
+):
+    """A random `T5Gemma2For{Sequence,Token}Classification` (eager).
+
+    `task` is `"sequence"` or `"token"`; `kwargs` go to
+    `make_transformers_t5gemma2` for the config (tiny vision tower
+    included). Every weight is re-drawn as there; the head is normal with
+    std `scale`.
+    """
+    import torch
+    from transformers import T5Gemma2ForSequenceClassification
+    from transformers import T5Gemma2ForTokenClassification
+
+    lm = make_transformers_t5gemma2(seed=seed, scale=scale, **kwargs)
+    config = lm.config
+    config.num_labels = num_labels
+    model_cls = {
+        "sequence": T5Gemma2ForSequenceClassification,
+        "token": T5Gemma2ForTokenClassification,
+    }[task]
+    model = model_cls(config).eval()
+    model.model.load_state_dict(lm.model.state_dict())
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for parameter in model.score.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator) * scale
+            )
+    return model

@@ -1,4 +1,4 @@
-"""`from_preset` for T5Gemma's text and token classifiers.
+"""`from_preset` for the text and token classifiers of both families.
 
 Accepts a transformers `T5GemmaFor{Sequence,Token}Classification` folder
 (head included), any other transformers T5Gemma folder, our own task or
@@ -7,14 +7,13 @@ presets. A saved head is restored when `num_classes` is omitted or equal to
 the saved one; otherwise the head starts random, as in keras-hub.
 """
 
+import importlib
 import json
 import logging
 import os
 
 from keras_encdec.convert import preset_loader
-from keras_encdec.convert import transformers_t5gemma_heads as heads
 from keras_encdec.convert.safetensors_io import SafetensorsReader
-from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 
 logger = logging.getLogger(__name__)
 TASK_CONFIG = "task.json"
@@ -31,11 +30,20 @@ def _read_json(folder, name):
         return json.load(f)
 
 
+def converter(cls):
+    """The transformers head converter module of a classifier class
+    (`cls.transformers_converter`, a module name): it provides
+    `read_task_config`, `load_task_weights` and `export_task`."""
+    return importlib.import_module(cls.transformers_converter)
+
+
 def _saved_task(cls, fmt, folder):
     """`(saved head (num_classes, encoder_only) or None, default
     encoder_only, task kwargs)` read from the preset."""
     if fmt == preset_loader.TRANSFORMERS:
-        config, is_encoder_decoder, num_labels = heads.read_task_config(folder)
+        config, is_encoder_decoder, num_labels = converter(cls).read_task_config(
+            folder
+        )
         architecture = (config.get("architectures") or [None])[0]
         saved = None
         if num_labels is not None and architecture == cls.transformers_architecture:
@@ -54,7 +62,10 @@ def _saved_task(cls, fmt, folder):
         return None, False, {}
     task = _read_json(folder, TASK_CONFIG) or {}
     backbone = _read_json(folder, "config.json")
-    encoder_only = backbone.get("class_name") == "T5GemmaEncoderModel"
+    encoder_cls = cls.encoder_model_cls
+    encoder_only = encoder_cls is not None and (
+        backbone.get("class_name") == encoder_cls.__name__
+    )
     if task.get("class_name") != cls.__name__:
         return None, encoder_only, {}
     config = task["config"]
@@ -65,13 +76,12 @@ def _saved_task(cls, fmt, folder):
 
 
 def load_classifier(cls, preset, load_weights=True, **kwargs):
-    """Builds `cls` (a T5Gemma classifier task) from `preset`."""
-    from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
-    from keras_encdec.models.t5gemma.t5gemma_encoder_model import (
-        T5GemmaEncoderModel,
-    )
+    """Builds `cls` (a T5Gemma or T5Gemma 2 classifier task) from `preset`.
 
-    fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+    The family comes from the class: `presets`, `backbone_cls`,
+    `encoder_model_cls` (None: encoder-decoder only), `backbone_preset_kwargs`
+    and `transformers_converter`."""
+    fmt, folder = preset_loader.resolve(preset, cls.presets)
     num_classes = kwargs.pop("num_classes", None)
     encoder_only = kwargs.pop("encoder_only", None)
     preprocessor = kwargs.pop("preprocessor", "auto")
@@ -100,7 +110,13 @@ def load_classifier(cls, preset, load_weights=True, **kwargs):
             f"presets; '{folder}' is a keras-hub preset. Pass "
             "`encoder_only=False`, or convert it first."
         )
-    backbone_cls = T5GemmaEncoderModel if encoder_only else T5GemmaBackbone
+    if encoder_only and cls.encoder_model_cls is None:
+        raise ValueError(
+            f"{cls.__name__} runs encoder-decoder only (transformers' "
+            f"{cls.transformers_architecture} requires is_encoder_decoder="
+            f"True). Received: encoder_only={encoder_only}."
+        )
+    backbone_cls = cls.encoder_model_cls if encoder_only else cls.backbone_cls
     if not encoder_only:
         backbone_kwargs.pop("pooling", None)
     from_transformers = fmt == preset_loader.TRANSFORMERS
@@ -109,6 +125,7 @@ def load_classifier(cls, preset, load_weights=True, **kwargs):
     backbone = backbone_cls.from_preset(
         folder,
         load_weights=load_weights and not from_transformers,
+        **cls.backbone_preset_kwargs,
         **backbone_kwargs,
     )
     if preprocessor == "auto":
@@ -129,7 +146,7 @@ def load_classifier(cls, preset, load_weights=True, **kwargs):
         **task_kwargs,
     )
     if load_weights and from_transformers:
-        heads.load_task_weights(task, folder, with_head=load_head)
+        converter(cls).load_task_weights(task, folder, with_head=load_head)
     elif load_weights and load_head:
         task.load_task_weights(os.path.join(folder, TASK_WEIGHTS))
     return task
@@ -137,7 +154,9 @@ def load_classifier(cls, preset, load_weights=True, **kwargs):
 
 def export(task, path, max_shard_bytes):
     """`export_to_transformers` of both classifiers."""
-    heads.export_task(task, path, task.transformers_architecture, max_shard_bytes)
+    converter(type(task)).export_task(
+        task, path, task.transformers_architecture, max_shard_bytes
+    )
     logger.info("Exported %s to '%s'.", task.transformers_architecture, path)
 
 

@@ -30,12 +30,32 @@ from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm import T5Gemma2Seq2SeqLM
 from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm_preprocessor import (
     T5Gemma2Seq2SeqLMPreprocessor,
 )
+from keras_encdec.models.t5gemma2.t5gemma2_encoder_model import (
+    T5Gemma2EncoderModel,
+)
+from keras_encdec.models.t5gemma2.t5gemma2_text_classifier import (
+    T5Gemma2TextClassifier,
+)
+from keras_encdec.models.t5gemma2.t5gemma2_classifier_preprocessor import (
+    T5Gemma2TextClassifierPreprocessor,
+)
+from keras_encdec.models.t5gemma2.t5gemma2_token_classifier import (
+    T5Gemma2TokenClassifier,
+)
+from keras_encdec.models.t5gemma2.t5gemma2_classifier_preprocessor import (
+    T5Gemma2TokenClassifierPreprocessor,
+)
 from keras_encdec.models.t5gemma2.t5gemma2_tokenizer import T5Gemma2Tokenizer
 
 __all__ = [
     "T5Gemma2Backbone",
+    "T5Gemma2EncoderModel",
     "T5Gemma2Seq2SeqLM",
     "T5Gemma2Seq2SeqLMPreprocessor",
+    "T5Gemma2TextClassifier",
+    "T5Gemma2TextClassifierPreprocessor",
+    "T5Gemma2TokenClassifier",
+    "T5Gemma2TokenClassifierPreprocessor",
     "T5Gemma2Tokenizer",
     "T5GemmaBackbone",
     "T5GemmaEncoderModel",

@@ -51,9 +51,15 @@ def shift_right(values, first_value):
     return ops.concatenate([first, values[:, :-1]], axis=1)
 
 
-def sequence_output(backbone, encoder_only, inputs, decoder_start_token_id):
+def sequence_output(
+    backbone, encoder_only, inputs, decoder_start_token_id, mask_decoder=True
+):
     """Last hidden states of the head's stack: the encoder's, or the
-    decoder's on the input shifted right (transformers' `_shift_right`)."""
+    decoder's on the input shifted right (transformers' `_shift_right`).
+
+    `mask_decoder=False` lets the decoder attend to the shifted pad tokens
+    (causally), as transformers' T5Gemma 2 heads do: they pass no decoder
+    mask, where T5Gemma's derive one from the pad id."""
     token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
     if encoder_only:
         return backbone(inputs)["sequence_output"]
@@ -63,7 +69,9 @@ def sequence_output(backbone, encoder_only, inputs, decoder_start_token_id):
             "encoder_token_ids": token_ids,
             "encoder_padding_mask": mask,
             "decoder_token_ids": shift_right(token_ids, decoder_start_token_id),
-            "decoder_padding_mask": shift_right(mask, 1),
+            "decoder_padding_mask": (
+                shift_right(mask, 1) if mask_decoder else ops.ones_like(mask)
+            ),
         }
     )
     return outputs["decoder_sequence_output"]
@@ -104,7 +112,15 @@ def encoder_inputs():
 
 
 class T5GemmaClassifierMixin:
-    """Checks, LoRA with the head, and config for both classifiers."""
+    """Checks, LoRA with the head, and config for both classifiers (of
+    both families: T5Gemma 2 classes override the class attributes)."""
+
+    # Read by `classifier_preset.load_classifier`.
+    encoder_model_cls = T5GemmaEncoderModel
+    # Encoder-decoder mode: mask the shifted pad tokens in the decoder.
+    masks_decoder_padding = True
+    backbone_preset_kwargs = {}
+    transformers_converter = "keras_encdec.convert.transformers_t5gemma_heads"
 
     def __call__(self, inputs, *args, **kwargs):
         check_encoder_inputs(inputs)

@@ -99,7 +99,11 @@ class T5GemmaTextClassifier(common.T5GemmaClassifierMixin, TextClassifier):
         # === Functional model ===
         inputs = common.encoder_inputs()
         hidden_states = common.sequence_output(
-            backbone, encoder_only, inputs, decoder_start_token_id
+            backbone,
+            encoder_only,
+            inputs,
+            decoder_start_token_id,
+            mask_decoder=self.masks_decoder_padding,
         )
         index = last_token_index(
             inputs["padding_mask"], shift=0 if encoder_only else 1

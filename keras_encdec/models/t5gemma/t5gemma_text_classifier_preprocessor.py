@@ -83,7 +83,7 @@ class T5GemmaTextClassifierPreprocessor(TextClassifierPreprocessor):
         >>> preprocessor(["hello"])["token_ids"].shape
         (1, 8)
         """
-        _, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        _, folder = preset_loader.resolve(preset, cls.presets)
         proto = classifier_preset.tokenizer_file(folder)
         if proto is None:
             raise FileNotFoundError(

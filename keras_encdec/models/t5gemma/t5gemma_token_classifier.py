@@ -87,7 +87,11 @@ class T5GemmaTokenClassifier(common.T5GemmaClassifierMixin, Task):
         # === Functional model ===
         inputs = common.encoder_inputs()
         hidden_states = common.sequence_output(
-            backbone, encoder_only, inputs, decoder_start_token_id
+            backbone,
+            encoder_only,
+            inputs,
+            decoder_start_token_id,
+            mask_decoder=self.masks_decoder_padding,
         )
         outputs = self.score(self.output_dropout(hidden_states))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
