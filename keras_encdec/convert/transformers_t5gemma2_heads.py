@@ -135,6 +135,9 @@ def load_encoder(cls, preset, load_weights=True, **kwargs):
     config = hf2.read_config(folder)
     reader = SafetensorsReader(folder) if load_weights else None
     encoder_kwargs = encoder_kwargs_from_config(config)
+    pooling = heads.checkpoint_pooling(folder)  # sentence-transformers
+    if pooling is not None:
+        encoder_kwargs["pooling"] = pooling
     encoder_kwargs.update(kwargs)
     if encoder_kwargs.get("dtype") is None:
         encoder_kwargs["dtype"] = hf.checkpoint_dtype(folder, config)

@@ -218,7 +218,9 @@ class T5Gemma2EncoderModel(Backbone):
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds the encoder from a transformers T5Gemma 2 folder (any
         architecture: only the encoder's text tensors are read) or from a
-        preset saved from this class.
+        preset saved from this class. A folder saved by
+        sentence-transformers names its pooling in `1_Pooling/config.json`;
+        that pooling is used unless `pooling=` is passed.
 
         Args:
             preset: str. A folder, preset name or hub handle.

@@ -64,6 +64,10 @@ def test_pooling_choice_preset_round_trip_and_errors(tmp_path):
         ]),
         ops.convert_to_numpy(out["sequence_output"]),
     )
+    pooling_dir = tmp_path / "hf" / "1_Pooling"
+    pooling_dir.mkdir()
+    (pooling_dir / "config.json").write_text('{"pooling_mode_max_tokens": true}')
+    assert T5Gemma2EncoderModel.from_preset(str(tmp_path / "hf")).pooling == "max"
     with pytest.raises(ValueError, match="pooling"):
         T5Gemma2EncoderModel.from_preset(str(tmp_path / "hf"), pooling="cls")
     with pytest.raises(ValueError, match="token_ids"):
