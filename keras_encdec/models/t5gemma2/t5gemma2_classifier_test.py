@@ -94,6 +94,14 @@ def test_new_head_from_plain_checkpoint_and_errors(tmp_path):
         np.testing.assert_array_equal(
             ops.convert_to_numpy(ours), ops.convert_to_numpy(theirs)
         )
+    # Our own task preset brings the head back.
+    classifier.save_to_preset(str(tmp_path / "ours"))
+    again = T5Gemma2TokenClassifier.from_preset(str(tmp_path / "ours"))
+    assert again.num_classes == 4
+    x = padded_inputs()
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(again(x)), ops.convert_to_numpy(classifier(x))
+    )
     with pytest.raises(ValueError, match="encoder_only=True"):
         T5Gemma2TokenClassifier(backbone, num_classes=2, encoder_only=True)
     t5gemma = T5GemmaBackbone(
