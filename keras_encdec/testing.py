@@ -178,6 +178,49 @@ def tiny_seq2seq_lm(preprocessor=None, **overrides):
     return T5GemmaSeq2SeqLM(backbone=backbone, preprocessor=preprocessor)
 
 
+def make_transformers_t5gemma_classifier(
+    task="sequence", encoder_only=True, num_labels=3, seed=0, scale=0.3,
+    **kwargs
+):
+    """A random `T5GemmaFor{Sequence,Token}Classification` (eager).
+
+    `task` is `"sequence"` or `"token"`; `encoder_only` sets
+    `is_encoder_decoder=False`. `kwargs` (`encoder`, `decoder`,
+    `tie_word_embeddings`) go to `make_transformers_t5gemma`'s config. Every
+    weight, head included, is normal with std `scale`.
+    """
+    import torch
+    from transformers import T5GemmaForSequenceClassification
+    from transformers import T5GemmaForTokenClassification
+
+    config = make_transformers_t5gemma(seed=seed, **kwargs).config
+    config.num_labels = num_labels
+    model_cls = {
+        "sequence": T5GemmaForSequenceClassification,
+        "token": T5GemmaForTokenClassification,
+    }[task]
+    model = model_cls(config, is_encoder_decoder=not encoder_only).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator) * scale
+            )
+    return model
+
+
+def transformers_classifier_logits(model, token_ids, padding_mask):
+    """Logits of a transformers T5Gemma classifier (float32 numpy)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.tensor(token_ids, dtype=torch.long),
+            attention_mask=torch.tensor(padding_mask),
+        )
+    return out.logits.float().numpy()
+
+
 def tiny_vision_config(**overrides):
     """A tiny SigLIP vision tower config (no head, as published)."""
     config = dict(
@@ -256,4 +299,36 @@ def make_transformers_t5gemma2(
             elif "norm" in name:
                 std = norm_scale
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model
+
+
+def make_transformers_t5gemma2_classifier(
+    task, num_labels=3, seed=0, scale=0.3, **kwargs
+):
+    """A random `T5Gemma2For{Sequence,Token}Classification` (eager).
+
+    `task` is `"sequence"` or `"token"`; `kwargs` go to
+    `make_transformers_t5gemma2` for the config (tiny vision tower
+    included). Every weight is re-drawn as there; the head is normal with
+    std `scale`.
+    """
+    import torch
+    from transformers import T5Gemma2ForSequenceClassification
+    from transformers import T5Gemma2ForTokenClassification
+
+    lm = make_transformers_t5gemma2(seed=seed, scale=scale, **kwargs)
+    config = lm.config
+    config.num_labels = num_labels
+    model_cls = {
+        "sequence": T5Gemma2ForSequenceClassification,
+        "token": T5Gemma2ForTokenClassification,
+    }[task]
+    model = model_cls(config).eval()
+    model.model.load_state_dict(lm.model.state_dict())
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for parameter in model.score.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator) * scale
+            )
     return model

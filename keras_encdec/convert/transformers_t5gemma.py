@@ -154,6 +154,28 @@ def config_from_backbone(backbone, dtype="float32"):
     }
 
 
+def set_token_ids(config, tokenizer):
+    """Writes the tokenizer's `<pad>`, `<eos>` and `<bos>` ids (and the
+    decoder start, `<bos>`) into a transformers config dict."""
+    for key, token in (
+        ("pad_token_id", "<pad>"),
+        ("eos_token_id", "<eos>"),
+        ("bos_token_id", "<bos>"),
+    ):
+        config[key] = tokenizer.token_to_id(token)
+    config["decoder_start_token_id"] = config["bos_token_id"]
+
+
+def write_tokenizer(tokenizer, folder):
+    """Writes the SentencePiece model as `folder/tokenizer.model`."""
+    target = os.path.join(folder, TOKENIZER_FILE)
+    if isinstance(tokenizer.proto, bytes):
+        with open(target, "wb") as f:
+            f.write(tokenizer.proto)
+    else:
+        shutil.copyfile(tokenizer.proto, target)
+
+
 def checkpoint_dtype(folder, config=None):
     """The dtype a checkpoint was saved in (config first, else the file)."""
     config = config or read_config(folder)
@@ -193,15 +215,75 @@ def _identity(w):
     return w
 
 
+def _layer_weight_map(layer, prefix, side):
+    """Yields the weight map entries of one encoder or decoder block."""
+    attentions = [("self_attn", layer.self_attention)]
+    norms = [
+        ("pre_self_attn_layernorm", layer.pre_self_attention_norm),
+        ("post_self_attn_layernorm", layer.post_self_attention_norm),
+        ("pre_feedforward_layernorm", layer.pre_ffw_norm),
+        ("post_feedforward_layernorm", layer.post_ffw_norm),
+    ]
+    if side == "decoder":
+        attentions.append(("cross_attn", layer.cross_attention))
+        norms += [
+            ("pre_cross_attn_layernorm", layer.pre_cross_attention_norm),
+            ("post_cross_attn_layernorm", layer.post_cross_attention_norm),
+        ]
+    for hf_name, attention in attentions:
+        heads, kv_heads = attention.num_heads, attention.num_kv_heads
+        head_dim = attention.head_dim
+        base = f"{prefix}.{hf_name}"
+        yield attention.query_dense.kernel, f"{base}.q_proj.weight", (
+            _heads_in(heads, head_dim)
+        ), _heads_in_back
+        yield attention.key_dense.kernel, f"{base}.k_proj.weight", (
+            _heads_in(kv_heads, head_dim)
+        ), _heads_in_back
+        yield attention.value_dense.kernel, f"{base}.v_proj.weight", (
+            _heads_in(kv_heads, head_dim)
+        ), _heads_in_back
+        yield attention.output_dense.kernel, f"{base}.o_proj.weight", (
+            _heads_out(heads, head_dim)
+        ), _heads_out_back
+    for hf_name, norm in norms:
+        yield norm.scale, f"{prefix}.{hf_name}.weight", _identity, _identity
+    mlp = layer.mlp
+    for hf_name, dense in (
+        ("gate_proj", mlp.gating),
+        ("up_proj", mlp.gating_2),
+        ("down_proj", mlp.linear),
+    ):
+        yield dense.kernel, f"{prefix}.mlp.{hf_name}.weight", (
+            _transpose
+        ), _transpose
+
+
+def encoder_weight_map(model, prefix="model.encoder"):
+    """Yields `(variable, hf_name, to_keras, to_hf)` for the encoder weights.
+
+    `model` is a `T5GemmaBackbone` or a `T5GemmaEncoderModel` (both hold
+    `token_embedding`, `encoder_layers` and `encoder_norm`). `prefix` is
+    `"model.encoder"` in task checkpoints and `"encoder"` in a bare
+    transformers `T5GemmaEncoderModel`.
+    """
+    yield model.token_embedding.embeddings, (
+        f"{prefix}.embed_tokens.weight"
+    ), _identity, _identity
+    yield model.encoder_norm.scale, f"{prefix}.norm.weight", (
+        _identity
+    ), _identity
+    for i, layer in enumerate(model.encoder_layers):
+        yield from _layer_weight_map(layer, f"{prefix}.layers.{i}", "encoder")
+
+
 def weight_map(backbone):
     """Yields `(variable, hf_name, to_keras, to_hf)` for every weight.
 
     The tied LM head is not listed (transformers stores it once, as the
     decoder embedding); an untied head maps to the reverse embedding.
     """
-    yield backbone.token_embedding.embeddings, (
-        "model.encoder.embed_tokens.weight"
-    ), _identity, _identity
+    yield from encoder_weight_map(backbone)
     yield backbone.decoder_token_embedding.embeddings, (
         "model.decoder.embed_tokens.weight"
     ), _identity, _identity
@@ -209,75 +291,37 @@ def weight_map(backbone):
         yield backbone.decoder_token_embedding.reverse_embeddings, LM_HEAD, (
             _transpose
         ), _transpose
-    yield backbone.encoder_norm.scale, "model.encoder.norm.weight", (
-        _identity
-    ), _identity
     yield backbone.decoder_norm.scale, "model.decoder.norm.weight", (
         _identity
     ), _identity
-    for side, layers in (
-        ("encoder", backbone.encoder_layers),
-        ("decoder", backbone.decoder_layers),
-    ):
-        for i, layer in enumerate(layers):
-            prefix = f"model.{side}.layers.{i}"
-            attentions = [("self_attn", layer.self_attention)]
-            norms = [
-                ("pre_self_attn_layernorm", layer.pre_self_attention_norm),
-                ("post_self_attn_layernorm", layer.post_self_attention_norm),
-                ("pre_feedforward_layernorm", layer.pre_ffw_norm),
-                ("post_feedforward_layernorm", layer.post_ffw_norm),
-            ]
-            if side == "decoder":
-                attentions.append(("cross_attn", layer.cross_attention))
-                norms += [
-                    ("pre_cross_attn_layernorm", layer.pre_cross_attention_norm),
-                    ("post_cross_attn_layernorm", layer.post_cross_attention_norm),
-                ]
-            for hf_name, attention in attentions:
-                heads, kv_heads = attention.num_heads, attention.num_kv_heads
-                head_dim = attention.head_dim
-                base = f"{prefix}.{hf_name}"
-                yield attention.query_dense.kernel, f"{base}.q_proj.weight", (
-                    _heads_in(heads, head_dim)
-                ), _heads_in_back
-                yield attention.key_dense.kernel, f"{base}.k_proj.weight", (
-                    _heads_in(kv_heads, head_dim)
-                ), _heads_in_back
-                yield attention.value_dense.kernel, f"{base}.v_proj.weight", (
-                    _heads_in(kv_heads, head_dim)
-                ), _heads_in_back
-                yield attention.output_dense.kernel, f"{base}.o_proj.weight", (
-                    _heads_out(heads, head_dim)
-                ), _heads_out_back
-            for hf_name, norm in norms:
-                yield norm.scale, f"{prefix}.{hf_name}.weight", _identity, _identity
-            mlp = layer.mlp
-            for hf_name, dense in (
-                ("gate_proj", mlp.gating),
-                ("up_proj", mlp.gating_2),
-                ("down_proj", mlp.linear),
-            ):
-                yield dense.kernel, f"{prefix}.mlp.{hf_name}.weight", (
-                    _transpose
-                ), _transpose
+    for i, layer in enumerate(backbone.decoder_layers):
+        yield from _layer_weight_map(layer, f"model.decoder.layers.{i}", "decoder")
 
 
 def load_transformers_weights(backbone, folder):
     """Streams a transformers T5Gemma checkpoint into `backbone`."""
-    reader = SafetensorsReader(folder)
     ignored = [LM_HEAD] if backbone.tie_word_embeddings else []
-    mapping = list(weight_map(backbone))
+    load_mapping(backbone, list(weight_map(backbone)), folder, ignored)
+
+
+def load_mapping(model, mapping, folder, ignored=(), description=None):
+    """Assigns every `(variable, hf_name, to_keras, _)` of `mapping` from the
+    safetensors in `folder`; every other tensor must be in `ignored` (names
+    or a predicate), and every weight of `model` must be assigned. Tensors
+    are read one at a time, so only the mapped ones reach memory."""
+    reader = SafetensorsReader(folder)
+    if callable(ignored):
+        ignored = [name for name in reader.keys() if ignored(name)]
     with WeightAssigner(
         reader.get,
         reader.keys(),
         total=len(mapping),
-        description="Loading transformers T5Gemma",
+        description=description or "Loading transformers T5Gemma",
         ignored_sources=ignored,
     ) as assign:
         for variable, name, to_keras, _ in mapping:
             assign(variable, name, to_keras)
-    check_all_assigned(backbone.weights, assign)
+    check_all_assigned(model.weights, assign)
 
 
 def export_task(lm, path, max_shard_bytes=2 * 1024**3, overwrite=False):
@@ -293,35 +337,28 @@ def _write_task(lm, path, max_shard_bytes):
     converter = lm.transformers_converter
     dtype = str(lm.backbone.token_embedding.embeddings.dtype)
     config = converter.config_from_backbone(lm.backbone, dtype)
-    if lm.preprocessor is not None:
-        tokenizer = lm.preprocessor.tokenizer
-        for key, token in (
-            ("pad_token_id", "<pad>"),
-            ("eos_token_id", "<eos>"),
-            ("bos_token_id", "<bos>"),
-        ):
-            config[key] = tokenizer.token_to_id(token)
-        config["decoder_start_token_id"] = config["bos_token_id"]
+    tokenizer = None if lm.preprocessor is None else lm.preprocessor.tokenizer
+    if tokenizer is not None:
+        set_token_ids(config, tokenizer)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     converter.export_transformers_weights(
         lm.backbone, path, max_shard_bytes=max_shard_bytes
     )
-    if lm.preprocessor is not None:
-        proto = lm.preprocessor.tokenizer.proto
-        target = os.path.join(path, TOKENIZER_FILE)
-        if isinstance(proto, bytes):
-            with open(target, "wb") as f:
-                f.write(proto)
-        else:
-            shutil.copyfile(proto, target)
+    if tokenizer is not None:
+        write_tokenizer(tokenizer, path)
 
 
 def export_transformers_weights(backbone, folder, max_shard_bytes=2 * 1024**3):
     """Streams `backbone`'s weights into transformers safetensors shards."""
+    write_mapping(list(weight_map(backbone)), folder, max_shard_bytes)
+
+
+def write_mapping(mapping, folder, max_shard_bytes=2 * 1024**3):
+    """Streams every `(variable, hf_name, _, to_hf)` of `mapping` into
+    safetensors shards in `folder`, keeping each variable's dtype."""
     from tqdm.auto import tqdm
 
-    mapping = list(weight_map(backbone))
     with SafetensorsWriter(folder, max_shard_bytes) as writer:
         for variable, name, _, to_hf in tqdm(
             mapping, desc="Exporting to transformers", unit="tensor", leave=False

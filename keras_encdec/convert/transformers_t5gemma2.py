@@ -275,7 +275,7 @@ def canonical_name(name):
 
 def weight_map(backbone):
     """Yields `(variable, hf_name, to_keras, to_hf)` for every text weight
-    (5.23 key names)."""
+    (5.23 key names); the encoder's only for a `T5Gemma2EncoderModel`."""
     embedding = backbone.token_embedding
     yield embedding.embeddings, "model.encoder.embed_tokens.weight", (
         _identity
@@ -283,10 +283,10 @@ def weight_map(backbone):
     yield embedding.eoi_embedding, "model.encoder.embed_tokens.eoi_embedding", (
         _identity
     ), _identity
-    for side, layers, norm in (
-        ("encoder", backbone.encoder_layers, backbone.encoder_norm),
-        ("decoder", backbone.decoder_layers, backbone.decoder_norm),
-    ):
+    sides = [("encoder", backbone.encoder_layers, backbone.encoder_norm)]
+    if hasattr(backbone, "decoder_layers"):
+        sides.append(("decoder", backbone.decoder_layers, backbone.decoder_norm))
+    for side, layers, norm in sides:
         yield norm.scale, f"model.{side}.norm.weight", _identity, _identity
         for i, layer in enumerate(layers):
             prefix = f"model.{side}.layers.{i}"
@@ -389,8 +389,14 @@ def full_weight_map(backbone):
         yield from vision_weight_map(backbone)
 
 
-def load_transformers_weights(backbone, folder):
-    """Streams a transformers T5Gemma 2 checkpoint into `backbone`."""
+def load_transformers_weights(
+    backbone, folder, extra_mapping=(), model=None, skip=()
+):
+    """Streams a transformers T5Gemma 2 checkpoint into `backbone`.
+
+    `extra_mapping` adds `(variable, hf_name, to_keras, to_hf)` entries (a
+    classifier head) of `model` (defaults to `backbone`), whose weights
+    must then all be assigned; `skip` names tensors left unread."""
     reader = SafetensorsReader(folder)
     names = {}
     for key in reader.keys():
@@ -401,7 +407,7 @@ def load_transformers_weights(backbone, folder):
                 "weight."
             )
         names[name] = key
-    ignored = [name for name in TIED_COPIES if name in names]
+    ignored = [name for name in TIED_COPIES + tuple(skip) if name in names]
     vision = []
     if backbone.vision_encoder is None:
         vision = [name for name in names if name.startswith(VISION_PREFIXES)]
@@ -410,7 +416,7 @@ def load_transformers_weights(backbone, folder):
                 "Skipping %d vision tensors: this backbone is text-only.",
                 len(vision),
             )
-    mapping = list(full_weight_map(backbone))
+    mapping = list(full_weight_map(backbone)) + list(extra_mapping)
     with WeightAssigner(
         lambda name: reader.get(names[name]),
         names,
@@ -420,7 +426,7 @@ def load_transformers_weights(backbone, folder):
     ) as assign:
         for variable, name, to_keras, _ in mapping:
             assign(variable, name, to_keras)
-    check_all_assigned(backbone.weights, assign)
+    check_all_assigned((model or backbone).weights, assign)
 
 
 def export_transformers_weights(backbone, folder, max_shard_bytes=2 * 1024**3):

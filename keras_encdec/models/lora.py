@@ -72,7 +72,9 @@ def _patterns(item):
         return [f"{side}_layer_*/{sublayer}/{projection}"]
     if item in SIDES:
         return [f"{item}_layer_*/*/*"]
-    return [f"*/{item}"]  # a bare layer name, as keras-hub passes them
+    # A bare layer name, as keras-hub passes them, nested or top-level (a
+    # task's head, e.g. "score").
+    return [f"*/{item}", item]
 
 
 def resolve_lora_targets(backbone, target="attention"):
