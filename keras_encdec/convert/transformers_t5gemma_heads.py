@@ -15,7 +15,7 @@ import types
 from keras_encdec.convert import transformers_t5gemma as hf
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
-from keras_encdec.models.t5gemma.t5gemma_backbone import STACK_ARGS
+from keras_encdec.models.stack_config import StackConfig
 
 HEAD_KERNEL = "score.out_proj.weight"
 HEAD_BIAS = "score.out_proj.bias"
@@ -149,7 +149,7 @@ def task_config(task, architecture, dtype):
         view = {"final_logit_soft_cap": None, "tie_word_embeddings": True}
         for name in _SHARED_ARGS:
             view[name] = getattr(backbone, name)
-        for name in STACK_ARGS:
+        for name in StackConfig.names():
             for side in ("encoder", "decoder"):
                 view[f"{side}_{name}"] = getattr(backbone, name)
         backbone = types.SimpleNamespace(**view)

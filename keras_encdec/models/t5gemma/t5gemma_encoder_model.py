@@ -6,10 +6,9 @@ from keras_hub.models import Backbone
 from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
-from keras_encdec.models.t5gemma.t5gemma_backbone import STACK_ARGS
+from keras_encdec.models.stack_config import StackConfig
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
-from keras_encdec.models.t5gemma.t5gemma_backbone import _check_stack
-from keras_encdec.models.t5gemma.t5gemma_backbone import _make_layer
+from keras_encdec.models.t5gemma.t5gemma_backbone import _make_layers
 from keras_encdec.models.t5gemma.t5gemma_backbone import scale_embeddings
 from keras_encdec.models.t5gemma.t5gemma_block import check_remat
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
@@ -153,12 +152,15 @@ class T5GemmaEncoderModel(Backbone):
                 f"Unknown `pooling`. Received: pooling={pooling!r}. Expected "
                 f"one of {POOLINGS}."
             )
-        values = (
-            hidden_dim, intermediate_dim, num_layers, num_heads, num_kv_heads,
-            head_dim, layer_types, sliding_window, attention_logit_soft_cap,
-            query_pre_attn_scalar, rope_max_wavelength,
+        stack = StackConfig(
+            hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+            num_layers=num_layers, num_heads=num_heads,
+            num_kv_heads=num_kv_heads, head_dim=head_dim,
+            layer_types=layer_types, sliding_window=sliding_window,
+            attention_logit_soft_cap=attention_logit_soft_cap,
+            query_pre_attn_scalar=query_pre_attn_scalar,
+            rope_max_wavelength=rope_max_wavelength, side="encoder",
         )
-        stack = _check_stack("encoder", dict(zip(STACK_ARGS, values)))
         shared = dict(
             rms_norm_eps=rms_norm_eps,
             hidden_activation=hidden_activation,
@@ -179,10 +181,7 @@ class T5GemmaEncoderModel(Backbone):
             dtype=dtype,
             name="encoder_token_embedding",
         )
-        self.encoder_layers = [
-            _make_layer(T5GemmaEncoderLayer, stack, i, shared, "encoder")
-            for i in range(num_layers)
-        ]
+        self.encoder_layers = _make_layers(T5GemmaEncoderLayer, stack, shared)
         self.encoder_norm = T5GemmaRMSNormalization(
             epsilon=rms_norm_eps, dtype=dtype, name="encoder_norm"
         )
@@ -214,8 +213,9 @@ class T5GemmaEncoderModel(Backbone):
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
-        for name, value in stack.items():
-            setattr(self, name, value)
+        for name in StackConfig.names():
+            value = getattr(stack, name)
+            setattr(self, name, list(value) if name == "layer_types" else value)
         self.rms_norm_eps = rms_norm_eps
         self.hidden_activation = hidden_activation
         self.dropout_rate = dropout_rate
@@ -287,7 +287,7 @@ class T5GemmaEncoderModel(Backbone):
     def get_config(self):
         config = super().get_config()
         config["vocabulary_size"] = self.vocabulary_size
-        for name in STACK_ARGS:
+        for name in StackConfig.names():
             config[name] = getattr(self, name)
         config.update(
             {
