@@ -14,6 +14,7 @@ from keras_encdec.api import register
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.losses import linear_cross_entropy
+from keras_encdec.models import fast_decode
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
@@ -409,6 +410,10 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         _, hidden_states, cache = self.call_decoder_with_cache(
             decoder_token_ids, decoder_padding_mask, cache, 0
         )
+        # On torch, one-token steps run as plain torch code (same numbers).
+        fast_step = fast_decode.decode_step_for(self)
+        if fast_step is not None:
+            cache = fast_step.prepare(cache)
         row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
 
@@ -417,9 +422,12 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
             cache_update_index = index - 1
             batch_size = ops.shape(prompt)[0]
             token = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
-            logits, _, cache = self.call_decoder_with_cache(
-                token, None, cache, cache_update_index
-            )
+            if fast_step is not None:
+                logits, cache = fast_step(token, cache, cache_update_index)
+            else:
+                logits, _, cache = self.call_decoder_with_cache(
+                    token, None, cache, cache_update_index
+                )
             return ops.squeeze(logits, axis=1), None, cache
 
         decoder_token_ids = self.sampler(
