@@ -88,8 +88,26 @@ def _interleaved(pairs, repeats):
     return times
 
 
+def _start_backend():
+    """Loads the LLVM-carrying libraries in an order that works: XLA (first
+    compile), then transformers' T5Gemma (which imports triton), then
+    keras-hub (which imports TensorFlow). triton after TensorFlow aborts the
+    process ("Option 'bitcode-mdindex-threshold' registered more than
+    once")."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.jit(lambda v: v + 1)(1.0).block_until_ready()
+    from transformers import T5GemmaForConditionalGeneration  # noqa: F401
+
+    keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
+
+
 def run_backend(args):
     """Every measurement on this process's backend; prints one JSON line."""
+    _start_backend()
     import numpy as np
     import torch
 
@@ -126,9 +144,11 @@ def run_backend(args):
         optimizer.step()
 
     steps = {"ours": lambda: ours.train_on_batch(x, y), "transformers": hf_step}
-    for fn in steps.values():
-        fn()  # Compile / warm up.
-    results = {"train_step_ms": _interleaved(steps, args.repeats)}
+    results = {}
+    if not args.no_train:
+        for fn in steps.values():
+            fn()  # Compile / warm up.
+        results["train_step_ms"] = _interleaved(steps, args.repeats)
 
     theirs.eval()
     source = ids(args.decode_batch, args.source_length)
@@ -200,6 +220,8 @@ def main():
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--import-repeats", type=int, default=2)
+    parser.add_argument("--no-train", action="store_true",
+                        help="decode and import time only")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -407,15 +407,27 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         )
         max_length = ops.shape(decoder_token_ids)[1]
         cache = self.build_cache(encoder_output, encoder_padding_mask, max_length)
-        _, hidden_states, cache = self.call_decoder_with_cache(
-            decoder_token_ids, decoder_padding_mask, cache, 0
-        )
-        # On torch, one-token steps run as plain torch code (same numbers).
-        fast_step = fast_decode.decode_step_for(self)
-        if fast_step is not None:
-            cache = fast_step.prepare(cache)
         row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
+        # On torch, one-token steps run as plain torch code (same numbers),
+        # and the eager prefill covers only the shortest prompt: the steps
+        # recompute every later position anyway.
+        fast_step = fast_decode.decode_step_for(self)
+        prefill_length = max_length
+        if fast_step is not None:
+            prefill_length = max(1, int(index))
+        _, hidden_states, cache = self.call_decoder_with_cache(
+            decoder_token_ids[:, :prefill_length],
+            decoder_padding_mask[:, :prefill_length],
+            cache,
+            0,
+        )
+        if fast_step is not None:
+            cache = fast_step.prepare(cache)
+            hidden_states = ops.pad(
+                hidden_states,
+                [[0, 0], [0, max_length - prefill_length], [0, 0]],
+            )
 
         def next(prompt, cache, index):
             # The cache index is the position of the previous token.
