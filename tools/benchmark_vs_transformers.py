@@ -94,13 +94,14 @@ def _start_backend():
     keras-hub (which imports TensorFlow). triton after TensorFlow aborts the
     process ("Option 'bitcode-mdindex-threshold' registered more than
     once")."""
-    import keras
-
-    if keras.backend.backend() == "jax":
+    if os.environ.get("KERAS_BACKEND") == "jax":
         import jax
 
         jax.jit(lambda v: v + 1)(1.0).block_until_ready()
+    # Before `import keras`, which imports TensorFlow on that backend.
     from transformers import T5GemmaForConditionalGeneration  # noqa: F401
+
+    import keras
 
     keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
 
