@@ -12,6 +12,7 @@ from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses import linear_cross_entropy
+from keras_encdec.models import fast_decode
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
@@ -413,20 +414,39 @@ class T5GemmaSeq2SeqLM(TaskGuardsMixin, ShuffledFitMixin, Seq2SeqLM):
         encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
         max_length = ops.shape(decoder_token_ids)[1]
         cache = self.build_cache(encoder_output, encoder_padding_mask, max_length)
-        _, hidden_states, cache = self.call_decoder_with_cache(
-            decoder_token_ids, decoder_padding_mask, cache, 0
-        )
         row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
+        # On torch, one-token steps run as plain torch code (same numbers),
+        # and the eager prefill covers only the shortest prompt: the steps
+        # recompute every later position anyway.
+        fast_step = fast_decode.decode_step_for(self)
+        prefill_length = max_length
+        if fast_step is not None:
+            prefill_length = max(1, int(index))
+        _, hidden_states, cache = self.call_decoder_with_cache(
+            decoder_token_ids[:, :prefill_length],
+            decoder_padding_mask[:, :prefill_length],
+            cache,
+            0,
+        )
+        if fast_step is not None:
+            cache = fast_step.prepare(cache)
+            hidden_states = ops.pad(
+                hidden_states,
+                [[0, 0], [0, max_length - prefill_length], [0, 0]],
+            )
 
         def next(prompt, cache, index):
             # The cache index is the position of the previous token.
             cache_update_index = index - 1
             batch_size = ops.shape(prompt)[0]
             token = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
-            logits, _, cache = self.call_decoder_with_cache(
-                token, None, cache, cache_update_index
-            )
+            if fast_step is not None:
+                logits, cache = fast_step(token, cache, cache_update_index)
+            else:
+                logits, _, cache = self.call_decoder_with_cache(
+                    token, None, cache, cache_update_index
+                )
             return ops.squeeze(logits, axis=1), None, cache
 
         decoder_token_ids = self.sampler(

@@ -1,0 +1,122 @@
+"""TorchDecodeStep: same logits and tokens as the Keras layer path."""
+
+import numpy as np
+import pytest
+from keras import ops
+from keras_hub.samplers import BeamSampler
+
+import keras
+from keras_encdec.models import T5GemmaBackbone
+from keras_encdec.models import T5GemmaSeq2SeqLM
+from keras_encdec.models import fast_decode
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="the functional step is torch's"
+)
+
+# Unbalanced widths, GQA 4:1, window 3 (decode passes it), both soft-caps.
+CONFIG = dict(
+    vocabulary_size=64,
+    encoder_hidden_dim=32,
+    encoder_intermediate_dim=48,
+    encoder_num_layers=2,
+    encoder_num_heads=4,
+    encoder_num_kv_heads=2,
+    encoder_head_dim=8,
+    decoder_hidden_dim=24,
+    decoder_intermediate_dim=40,
+    decoder_num_layers=2,
+    decoder_num_heads=4,
+    decoder_num_kv_heads=1,
+    decoder_head_dim=6,
+    encoder_sliding_window=3,
+    decoder_sliding_window=3,
+    initializer_range=0.3,
+)
+
+
+def _lm(**overrides):
+    keras.utils.set_random_seed(0)
+    return T5GemmaSeq2SeqLM(T5GemmaBackbone(**{**CONFIG, **overrides}))
+
+
+def _inputs(length=12):
+    rng = np.random.default_rng(1)
+    encoder_mask = np.ones((2, 7), "int32")
+    encoder_mask[1, 5:] = 0
+    decoder_ids = np.zeros((2, length), "int32")
+    decoder_ids[:, :3] = rng.integers(3, 64, (2, 3))
+    decoder_mask = np.zeros((2, length), "int32")
+    decoder_mask[0, :3] = 1  # Ragged prompts: 3 and 1 tokens.
+    decoder_mask[1, :1] = 1
+    return {
+        "encoder_token_ids": rng.integers(3, 64, (2, 7)).astype("int32"),
+        "encoder_padding_mask": encoder_mask,
+        "decoder_token_ids": decoder_ids,
+        "decoder_padding_mask": decoder_mask,
+    }
+
+
+def _generate(lm, use_fast_decode, sampler="greedy"):
+    lm.use_fast_decode = use_fast_decode
+    lm.compile(sampler=sampler)
+    out = lm.generate(_inputs(), stop_token_ids=None)
+    return np.asarray(out["decoder_token_ids"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"tie_word_embeddings": False, "final_logit_soft_cap": None}],
+    ids=["tied", "untied_no_cap"],
+)
+def test_step_logits_equal_the_layer_path(overrides):
+    lm = _lm(**overrides)
+    inputs = _inputs()
+    ids = ops.convert_to_tensor(inputs["decoder_token_ids"])
+    encoder_output, encoder_mask = lm.call_encoder(
+        ops.convert_to_tensor(inputs["encoder_token_ids"]),
+        ops.convert_to_tensor(inputs["encoder_padding_mask"]),
+    )
+    cache = lm.build_cache(encoder_output, encoder_mask, ids.shape[1])
+    prefill_mask = ops.convert_to_tensor(inputs["decoder_padding_mask"][:, :1])
+    _, _, cache = lm.call_decoder_with_cache(ids[:, :1], prefill_mask, cache, 0)
+    step = fast_decode.TorchDecodeStep(lm)
+    fast_cache = step.prepare(cache)
+    worst = 0.0
+    for index in range(1, ids.shape[1]):  # Past the window of 3.
+        token = ids[:, index : index + 1]
+        expected, _, cache = lm.call_decoder_with_cache(token, None, cache, index)
+        logits, fast_cache = step(token, fast_cache, index)
+        difference = np.abs(
+            ops.convert_to_numpy(logits) - ops.convert_to_numpy(expected)
+        )
+        worst = max(worst, float(difference.max()))
+    assert worst < 1e-5, worst
+
+
+def test_greedy_and_beam_tokens_equal_the_layer_path():
+    lm = _lm()
+    for sampler in ("greedy", BeamSampler(num_beams=3)):
+        fast = _generate(lm, True, sampler)
+        layers = _generate(lm, False, sampler)
+        np.testing.assert_array_equal(fast, layers)
+    assert fast_decode.unsupported_reason(lm) == "lm.use_fast_decode is False"
+
+
+def test_lora_weights_are_merged_into_the_step():
+    lm = _lm()
+    lm.backbone.enable_lora(2, target="all")
+    rng = np.random.default_rng(0)
+    for variable in lm.backbone.trainable_variables:
+        if "lora_kernel_b" in variable.path:
+            variable.assign(rng.normal(0, 0.3, variable.shape))
+    np.testing.assert_array_equal(_generate(lm, True), _generate(lm, False))
+
+
+def test_quantized_models_decode_with_the_layers():
+    lm = _lm()
+    lm.backbone.decoder_layers[0].mlp.gating.quantize("int8")
+    reason = fast_decode.unsupported_reason(lm)
+    assert reason is not None and "quantized" in reason
+    assert fast_decode.decode_step_for(lm) is None
+    assert _generate(lm, True).shape == (2, 12)

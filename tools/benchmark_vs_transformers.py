@@ -1,0 +1,267 @@
+"""Ours vs HF transformers T5Gemma (torch, eager), side by side, per backend.
+
+Both models hold the same weights: ours is built, exported with
+`export_to_transformers`, and loaded by `T5GemmaForConditionalGeneration`.
+In each backend's process (KERAS_BACKEND is per process) the A/B
+repetitions are interleaved (ours, theirs, theirs, ours, ...), so load from
+other jobs hits both alike; the table gives medians and ours/theirs ratios
+(> 1 means ours is faster). Measured:
+
+- train step (forward, backward, Adam) on `--batch` x `--length` tokens:
+  ours is `train_on_batch` after `compile()` (the default chunked loss),
+  theirs is `loss.backward(); adam.step()` with `labels`;
+- greedy decode of each `--new-tokens` from a `--source-length` source,
+  batch `--decode-batch`, fixed length (no stop token), in new tokens/s;
+- import time of `keras_encdec.models` per backend (fresh interpreter).
+
+Usage:
+    python tools/benchmark_vs_transformers.py
+    python tools/benchmark_vs_transformers.py --backends torch --repeats 3
+
+Config (ANCHORS section 9): V=8192, width 256, FFN 1024, 4+4 layers,
+4 heads / 2 kv heads x 64, float32, CPU.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CONFIG = dict(
+    vocabulary_size=8192,
+    hidden_dim=256,
+    intermediate_dim=1024,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=64,
+)
+
+
+def _build(config):
+    """Our LM with random weights, and transformers' copy of it."""
+    import torch
+    import transformers
+
+    import keras
+    from keras_encdec.models import T5GemmaBackbone
+    from keras_encdec.models import T5GemmaSeq2SeqLM
+
+    keras.utils.set_random_seed(0)
+    ours = T5GemmaSeq2SeqLM(
+        T5GemmaBackbone(
+            vocabulary_size=config["vocabulary_size"],
+            **{
+                f"{side}_{name}": value
+                for side in ("encoder", "decoder")
+                for name, value in config.items()
+                if name != "vocabulary_size"
+            },
+        )
+    )
+    folder = tempfile.mkdtemp()
+    ours.export_to_transformers(folder)
+    theirs = transformers.T5GemmaForConditionalGeneration.from_pretrained(
+        folder, dtype=torch.float32
+    )
+    theirs.generation_config.eos_token_id = None
+    return ours, theirs
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _interleaved(pairs, repeats):
+    """`{name: [seconds, ...]}`, alternating which of the two runs first."""
+    times = {name: [] for name in pairs}
+    names = list(pairs)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            times[name].append(_timed(pairs[name]))
+    return times
+
+
+def _start_backend():
+    """Loads the LLVM-carrying libraries in an order that works: XLA (first
+    compile), then transformers' T5Gemma (which imports triton), then
+    keras-hub (which imports TensorFlow). triton after TensorFlow aborts the
+    process ("Option 'bitcode-mdindex-threshold' registered more than
+    once")."""
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
+
+        jax.jit(lambda v: v + 1)(1.0).block_until_ready()
+    # Before `import keras`, which imports TensorFlow on that backend.
+    from transformers import T5GemmaForConditionalGeneration  # noqa: F401
+
+    import keras
+
+    keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
+
+
+def run_backend(args):
+    """Every measurement on this process's backend; prints one JSON line."""
+    _start_backend()
+    import numpy as np
+    import torch
+
+    import keras
+
+    ours, theirs = _build(CONFIG)
+    vocab = CONFIG["vocabulary_size"]
+    rng = np.random.default_rng(0)
+
+    def ids(batch, length):
+        return rng.integers(3, vocab, (batch, length)).astype("int32")
+
+    batch, length = args.batch, args.length
+    x = {
+        "encoder_token_ids": ids(batch, length),
+        "encoder_padding_mask": np.ones((batch, length), "int32"),
+        "decoder_token_ids": ids(batch, length),
+        "decoder_padding_mask": np.ones((batch, length), "int32"),
+    }
+    y = ids(batch, length)
+    ours.compile(optimizer=keras.optimizers.Adam(1e-4), sampler="greedy")
+    optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-4)
+    hf_train = dict(
+        input_ids=torch.tensor(x["encoder_token_ids"], dtype=torch.long),
+        attention_mask=torch.ones((batch, length), dtype=torch.long),
+        decoder_input_ids=torch.tensor(x["decoder_token_ids"], dtype=torch.long),
+        labels=torch.tensor(y, dtype=torch.long),
+    )
+
+    def hf_step():
+        theirs.train()
+        optimizer.zero_grad()
+        theirs(**hf_train).loss.backward()
+        optimizer.step()
+
+    steps = {"ours": lambda: ours.train_on_batch(x, y), "transformers": hf_step}
+    results = {}
+    if not args.no_train:
+        for fn in steps.values():
+            fn()  # Compile / warm up.
+        results["train_step_ms"] = _interleaved(steps, args.repeats)
+
+    theirs.eval()
+    source = ids(args.decode_batch, args.source_length)
+    for new_tokens in args.new_tokens:
+        prompt = np.zeros((args.decode_batch, new_tokens + 1), "int32")
+        prompt[:, 0] = 2
+        mask = np.zeros_like(prompt)
+        mask[:, 0] = 1
+        inputs = {
+            "encoder_token_ids": source,
+            "encoder_padding_mask": np.ones_like(source),
+            "decoder_token_ids": prompt,
+            "decoder_padding_mask": mask,
+        }
+        hf_source = torch.tensor(source, dtype=torch.long)
+        outputs = {}
+
+        def ours_generate():
+            out = ours.generate(inputs, stop_token_ids=None)
+            outputs["ours"] = np.asarray(out["decoder_token_ids"])[:, 1:]
+
+        def hf_generate():
+            with torch.inference_mode():
+                out = theirs.generate(
+                    input_ids=hf_source,
+                    attention_mask=torch.ones_like(hf_source),
+                    max_new_tokens=new_tokens,
+                    do_sample=False,
+                    decoder_start_token_id=2,
+                )
+            outputs["transformers"] = out[:, 1:].numpy()
+
+        pairs = {"ours": ours_generate, "transformers": hf_generate}
+        for fn in pairs.values():
+            fn()  # Compile / warm up at this length.
+        same = float(np.mean(outputs["ours"] == outputs["transformers"]))
+        results[f"decode_{new_tokens}_tok_per_s"] = _interleaved(
+            pairs, args.repeats
+        )
+        results[f"decode_{new_tokens}_same_tokens"] = same
+    print("RESULTS " + json.dumps({"backend": keras.backend.backend(),
+                                   "results": results}))
+
+
+def import_seconds(backend):
+    """Seconds to `import keras_encdec.models` in a fresh interpreter."""
+    code = (
+        "import time; t = time.perf_counter(); import keras_encdec.models; "
+        "print(time.perf_counter() - t)"
+    )
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env,
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def _load():
+    return os.getloadavg()[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+",
+                        default=["torch", "jax", "tensorflow"])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--decode-batch", type=int, default=4)
+    parser.add_argument("--source-length", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--import-repeats", type=int, default=2)
+    parser.add_argument("--no-train", action="store_true",
+                        help="decode and import time only")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return run_backend(args)
+    print(f"config={CONFIG} train batch={args.batch}x{args.length} "
+          f"decode batch={args.decode_batch} source={args.source_length}")
+    print(f"| backend | metric | transformers | ours | ours / transformers "
+          "| load (1 min) |")
+    print("|---|---|---|---|---|---|")
+    for backend in args.backends:
+        command = [sys.executable, __file__, "--worker"] + sys.argv[1:]
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        load_before = _load()
+        out = subprocess.run(command, env=env, capture_output=True, text=True)
+        load = (load_before + _load()) / 2
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULTS ")]
+        if not line:
+            print(out.stdout[-2000:], out.stderr[-4000:])
+            raise SystemExit(f"{backend} run failed")
+        results = json.loads(line[0][len("RESULTS "):])["results"]
+        for metric, times in results.items():
+            if not isinstance(times, dict):
+                print(f"| {backend} | {metric} | | {times:.2f} | | {load:.1f} |")
+                continue
+            ours, theirs = (statistics.median(times[k])
+                            for k in ("ours", "transformers"))
+            if metric.startswith("decode_"):
+                new = int(metric.split("_")[1]) * args.decode_batch
+                ours, theirs = new / ours, new / theirs
+                ratio = ours / theirs
+            else:
+                ours, theirs = 1000 * ours, 1000 * theirs
+                ratio = theirs / ours
+            print(f"| {backend} | {metric} | {theirs:.1f} | {ours:.1f} "
+                  f"| {ratio:.2f}x | {load:.1f} |", flush=True)
+        seconds = [import_seconds(backend) for _ in range(args.import_repeats)]
+        print(f"| {backend} | import keras_encdec.models (s) | | "
+              f"{statistics.median(seconds):.2f} | | {_load():.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
