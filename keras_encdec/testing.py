@@ -19,11 +19,14 @@ TINY_TEXT = [
 ]
 
 
-def train_sentencepiece(vocab_size=64, text=TINY_TEXT, model_type="BPE"):
+def train_sentencepiece(
+    vocab_size=64, text=TINY_TEXT, model_type="BPE", **options
+):
     """Trains a tiny SentencePiece model with Gemma's special ids.
 
-    Ids: `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3. Returns the serialized
-    model bytes.
+    Ids: `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3. `options` are further
+    `SentencePieceTrainer.train` arguments. Returns the serialized model
+    bytes.
     """
     import sentencepiece
 
@@ -43,6 +46,7 @@ def train_sentencepiece(vocab_size=64, text=TINY_TEXT, model_type="BPE"):
         unk_piece="<unk>",
         hard_vocab_limit=False,
         minloglevel=2,
+        **options,
     )
     return buffer.getvalue()
 
@@ -143,3 +147,84 @@ def transformers_logits(model, batch):
             decoder_attention_mask=torch.tensor(batch["decoder_padding_mask"]),
         )
     return out.logits.float().numpy()
+
+
+def tiny_vision_config(**overrides):
+    """A tiny SigLIP vision tower config (no head, as published)."""
+    config = dict(
+        model_type="siglip_vision_model",
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+        vision_use_head=False,
+    )
+    config.update(overrides)
+    return config
+
+
+def make_transformers_t5gemma2(
+    encoder=None,
+    decoder=None,
+    rope_scaling_factor=None,
+    eoi_token_index=61,
+    image_token_index=62,
+    seed=0,
+    scale=0.3,
+    embedding_scale=0.05,
+    norm_scale=1.0,
+):
+    """Builds a random `T5Gemma2ForConditionalGeneration` (eager attention).
+
+    Text stacks start from `tiny_module_config` (no attention soft-cap:
+    transformers ignores it), a tiny vision tower is included, and every
+    weight is re-drawn from a normal: the token table with std
+    `embedding_scale`, norm weights with `norm_scale`, everything else (the
+    EOI embedding and vision included) with `scale`. With one tied table, a
+    large embedding makes each token predict itself and greedy decoding
+    repeats one token; the defaults give varied greedy continuations.
+    """
+    import torch
+    from transformers import T5Gemma2Config
+    from transformers import T5Gemma2ForConditionalGeneration
+
+    rope = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+    }
+    if rope_scaling_factor is not None:
+        rope["full_attention"].update(
+            rope_type="linear", factor=float(rope_scaling_factor)
+        )
+    sides = []
+    for overrides in (encoder, decoder):
+        config = tiny_module_config(attn_logit_softcapping=None)
+        config.update(rope_parameters=rope, **(overrides or {}))
+        sides.append(config)
+    config = T5Gemma2Config(
+        encoder=dict(
+            text_config=sides[0],
+            vision_config=tiny_vision_config(),
+            mm_tokens_per_image=4,
+            boi_token_index=eoi_token_index - 1,
+            eoi_token_index=eoi_token_index,
+        ),
+        decoder=sides[1],
+        image_token_index=image_token_index,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = T5Gemma2ForConditionalGeneration(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            std = scale
+            if name.endswith("embed_tokens.weight"):
+                std = embedding_scale
+            elif "norm" in name:
+                std = norm_scale
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model

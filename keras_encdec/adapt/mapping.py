@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_encdec.adapt.source_types import AdaptationError
 from keras_encdec.adapt.source_types import ATTENTION_ROLES
+from keras_encdec.adapt.source_types import FAMILY_NAMES
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
 
@@ -36,6 +37,13 @@ BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 def check_pair(encoder, decoder):
     """Raises unless the two sources can form one encoder-decoder."""
     enc, dec = encoder.config, decoder.config
+    if enc["family"] != dec["family"]:
+        raise AdaptationError(
+            "The encoder and decoder sources must be the same Gemma "
+            f"generation. Received: {FAMILY_NAMES[enc['family']]} "
+            f"({encoder.description}) and {FAMILY_NAMES[dec['family']]} "
+            f"({decoder.description})."
+        )
     if enc["vocabulary_size"] != dec["vocabulary_size"]:
         raise AdaptationError(
             "The encoder and decoder sources must share the vocabulary and "
@@ -127,15 +135,11 @@ def count_params(kwargs):
     return total
 
 
-def memory_estimate_bytes(kwargs):
-    """Bytes the result's weights take in its dtype."""
-    dtype = str(kwargs.get("dtype") or "float32")
-    return count_params(kwargs) * BYTES_PER_PARAM.get(dtype, 4)
-
-
 def _layer_targets(layer):
+    """Role -> variable of a T5Gemma or T5Gemma 2 block (T5Gemma 2's
+    attention adds the query/key norms)."""
     attention = layer.self_attention
-    return {
+    targets = {
         "query": attention.query_dense.kernel,
         "key": attention.key_dense.kernel,
         "value": attention.value_dense.kernel,
@@ -148,16 +152,27 @@ def _layer_targets(layer):
         "up": layer.mlp.gating_2.kernel,
         "down": layer.mlp.linear.kernel,
     }
+    if hasattr(attention, "query_norm"):
+        targets["query_norm"] = attention.query_norm.scale
+        targets["key_norm"] = attention.key_norm.scale
+    return targets
+
+
+def shares_embedding(backbone):
+    """Whether encoder and decoder use one table (T5Gemma 2)."""
+    return backbone.decoder_token_embedding is backbone.token_embedding
 
 
 def _stack_targets(backbone, side):
-    """`[(variable, role, layer)]` for one stack of the backbone."""
+    """`[(variable, role, layer)]` for one stack of the backbone. A shared
+    table (T5Gemma 2) is the decoder's: it is also the LM head."""
     if side == "encoder":
         layers = backbone.encoder_layers
-        targets = [
-            (backbone.token_embedding.embeddings, "embedding", None),
-            (backbone.encoder_norm.scale, "final_norm", None),
-        ]
+        targets = [(backbone.encoder_norm.scale, "final_norm", None)]
+        if not shares_embedding(backbone):
+            targets.append(
+                (backbone.token_embedding.embeddings, "embedding", None)
+            )
     else:
         layers = backbone.decoder_layers
         embedding = backbone.decoder_token_embedding
@@ -182,6 +197,8 @@ def _assign_stack(backbone, side, source):
     ignored = []
     if source.has("lm_head") and not uses_head:
         ignored.append(source.tensor("lm_head")[0])
+    if not any(role == "embedding" for _, role, _ in targets):
+        ignored.append(source.tensor("embedding")[0])
     with WeightAssigner(
         source.read,
         source.names(),
@@ -242,12 +259,22 @@ def _init_cross_attention(backbone, init, decoder):
 
 
 def load_adapted_weights(backbone, encoder, decoder, cross_attention_init):
-    """Fills `backbone` from the two sources (see the module docstring)."""
+    """Fills `backbone` from the two sources (see the module docstring).
+
+    A `T5Gemma2Backbone` has no cross-attention weights (its merged
+    attention reuses the decoder's self-attention) and one table, taken from
+    the decoder source; its `eoi_embedding` is unused (the adapted model has
+    `eoi_token_index=None`) and keeps its zero init.
+    """
     encoder_assign = _assign_stack(backbone, "encoder", encoder)
     decoder_assign = _assign_stack(backbone, "decoder", decoder)
-    _init_cross_attention(backbone, cross_attention_init, decoder)
-    cross = {id(v) for v in cross_attention_variables(backbone)}
+    if shares_embedding(backbone):
+        fresh = [backbone.token_embedding.eoi_embedding]
+    else:
+        _init_cross_attention(backbone, cross_attention_init, decoder)
+        fresh = cross_attention_variables(backbone)
+    fresh = {id(v) for v in fresh}
     encoder_assign.assigned |= decoder_assign.assigned
     check_all_assigned(
-        [v for v in backbone.weights if id(v) not in cross], encoder_assign
+        [v for v in backbone.weights if id(v) not in fresh], encoder_assign
     )

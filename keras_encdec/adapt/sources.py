@@ -1,15 +1,18 @@
-"""Decoder-only Gemma 2 checkpoints, read through one interface.
+"""Decoder-only Gemma 2 and Gemma 3 checkpoints, read through one interface.
 
 `open_source(x)` accepts a keras-hub `GemmaBackbone` / `GemmaCausalLM` (with
-Gemma 2 settings), a keras-hub preset name or folder, or a local transformers
-`Gemma2ForCausalLM` folder (config.json + safetensors), and returns a
-`GemmaSource`:
+Gemma 2 settings) or `Gemma3Backbone` / `Gemma3CausalLM` (text), a keras-hub
+preset name or folder, a local transformers `Gemma2ForCausalLM` /
+`Gemma3ForCausalLM` folder (config.json + safetensors), or a Gemma 3 GGUF
+file, and returns a `GemmaSource`:
 
 - `config`: the architecture, as a dict with the keys of `CONFIG_KEYS`
   (already in `T5GemmaBackbone` terms: real FFN width, query scalar, ...);
 - `tensor(role, layer)`: `(name, transform)`, the source tensor holding one
   weight and the layout change that brings it to keras-encdec's layout;
-- `names()` / `read(name)`: every tensor name, and one tensor as numpy.
+- `names()` / `read(name)`: every tensor name, and one tensor as numpy;
+  `read_role(role, layer)`: one weight in keras-encdec's layout;
+- `tokenizer_proto`: the SentencePiece model (bytes) or None.
 
 Which model is "the source": a keras-hub object is taken as the network it
 actually computes. keras-hub 0.32's `GemmaDecoderBlock` hard-codes
@@ -19,12 +22,14 @@ attention layers, so the adapted model computes what the source computes.
 keras-hub's sliding window keeps keys with `|q - k| <= W - 1` on top of its
 causal mask, i.e. `q - W < k <= q`: the same keys as transformers' Gemma 2
 (`k > q - W`), so both source kinds map `W` to our `sliding_window` as is.
-Only JSON, safetensors and keras-hub's own classes are loaded: no code
-from a checkpoint is run. The readers live in `keras_hub_source` and
-`transformers_source`.
+Only JSON, safetensors, GGUF and keras-hub's own classes are loaded: no code
+from a checkpoint is run. The readers live in `keras_hub_source`,
+`transformers_source` and `gguf_source`.
 """
 import os
 
+from keras_encdec.adapt.gguf_source import from_gguf
+from keras_encdec.adapt.gguf_source import is_gguf_file
 from keras_encdec.adapt.keras_hub_source import from_keras_hub
 from keras_encdec.adapt.keras_hub_source import from_keras_hub_preset
 from keras_encdec.adapt.source_types import AdaptationError  # noqa: F401
@@ -38,9 +43,10 @@ def open_source(source):
     """Returns a `GemmaSource` for any accepted source value.
 
     Args:
-        source: a keras-hub `GemmaBackbone` or `GemmaCausalLM`, a keras-hub
-            preset name or folder, a transformers `Gemma2ForCausalLM`
-            folder, or a `GemmaSource`.
+        source: a keras-hub `GemmaBackbone` / `GemmaCausalLM` (Gemma 2) or
+            `Gemma3Backbone` / `Gemma3CausalLM`, a keras-hub preset name or
+            folder, a transformers `Gemma2ForCausalLM` / `Gemma3ForCausalLM`
+            folder, a Gemma 3 `.gguf` file, or a `GemmaSource`.
 
     Examples:
 
@@ -65,24 +71,35 @@ def open_source(source):
         return from_keras_hub(source, None, type(source).__name__)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
-            "A source must be a keras-hub GemmaBackbone/GemmaCausalLM, a "
-            "keras-hub preset name or folder, or a transformers Gemma2 "
-            f"folder. Received: {type(source).__name__}."
+            "A source must be a keras-hub Gemma 2 or Gemma 3 backbone or "
+            "causal LM, a keras-hub preset name or folder, a transformers "
+            "Gemma2/Gemma3ForCausalLM folder or a Gemma 3 GGUF file. "
+            f"Received: {type(source).__name__}."
         )
     source = os.fspath(source)
+    if is_gguf_file(source):
+        return from_gguf(source)
+    if os.path.isfile(source):
+        raise CheckpointError(
+            f"'{source}' is a file but not a GGUF file (no 'GGUF' magic "
+            "bytes). Expected a .gguf file or a checkpoint folder."
+        )
     if os.path.isdir(source):
         config = read_json(os.path.join(source, "config.json"))
         if "model_type" in config:
             return from_transformers_folder(source, config)
         return from_keras_hub_preset(source, config)
+    known = set(keras_hub.models.GemmaBackbone.presets) | set(
+        keras_hub.models.Gemma3Backbone.presets
+    )
     if os.path.sep in source or source.startswith(".") or (
-        "://" not in source
-        and source not in keras_hub.models.GemmaBackbone.presets
+        "://" not in source and source not in known
     ):
         raise CheckpointError(
-            f"Source {source!r} is not an existing folder, and not a keras-hub "
-            "Gemma preset name. Expected a keras-hub preset name (e.g. "
-            "'gemma2_2b_en'), a keras-hub preset folder or a transformers "
-            "Gemma2ForCausalLM folder."
+            f"Source {source!r} is not an existing folder or file, and not a "
+            "keras-hub Gemma preset name. Expected a keras-hub preset name "
+            "(e.g. 'gemma2_2b_en', 'gemma3_270m'), a keras-hub preset folder, "
+            "a transformers Gemma2/Gemma3ForCausalLM folder or a Gemma 3 "
+            ".gguf file."
         )
     return from_keras_hub_preset(source, None)

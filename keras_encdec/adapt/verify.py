@@ -4,14 +4,17 @@
 (and the source's causal sliding windows, `q - W < k <= q`). Its output
 must equal the source decoder-only model's final hidden states: the
 adaptation only removed the causal mask. The model is not modified: the
-encoder's norms and MLPs are reused, and each self-attention is run through
-a causal twin built from the same config and weights.
+encoder's norms and MLPs are reused; a T5Gemma self-attention is run
+through a causal twin built from the same config and weights, a T5Gemma 2
+one through its own projections, norms and RoPE with a causal mask.
 """
 
 from keras import ops
 
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_backbone import scale_embeddings
+from keras_encdec.models.t5gemma2.t5gemma2_attention import T5Gemma2Attention
+from keras_encdec.ops import dot_product_attention
 
 
 def causal_twin(attention):
@@ -24,11 +27,35 @@ def causal_twin(attention):
     return twin
 
 
+def causal_t5gemma2_attention(attention, x, padding_mask=None):
+    """A T5Gemma 2 encoder attention run causally (`q - W < k <= q` on
+    sliding layers), as the Gemma 3 source ran it."""
+    positions = ops.arange(ops.shape(x)[1], dtype="int32")
+    query = attention.rotate(
+        attention.query_norm(attention.query_dense(x)), positions
+    )
+    key, value = attention.compute_key_value(x, positions)
+    attended = dot_product_attention(
+        query, key, value, scale=attention.query_pre_attn_scalar ** -0.5,
+        causal=True, sliding_window=attention.sliding_window,
+        key_padding_mask=padding_mask,
+    )
+    return attention.output_dense(attended)
+
+
+def _causal_attention(attention):
+    if isinstance(attention, T5Gemma2Attention):
+        return lambda h, mask: causal_t5gemma2_attention(attention, h, mask)
+    twin = causal_twin(attention)
+    return lambda h, mask: twin(h, key_padding_mask=mask)[0]
+
+
 def causal_encoder_hidden_states(backbone, token_ids, padding_mask=None):
     """Runs `backbone`'s encoder causally; returns its final hidden states.
 
     Args:
-        backbone: `keras_encdec.models.T5GemmaBackbone`.
+        backbone: `keras_encdec.models.T5GemmaBackbone` or
+            `T5Gemma2Backbone` (text).
         token_ids: int array `[batch, length]`.
         padding_mask: array `[batch, length]` or None. Defaults to `None`
             (no padding).
@@ -54,12 +81,13 @@ def causal_encoder_hidden_states(backbone, token_ids, padding_mask=None):
     True
     """
     x = backbone.token_embedding(token_ids)
-    x = scale_embeddings(x, backbone.token_embedding.output_dim)
+    if not hasattr(backbone.token_embedding, "eoi_token_index"):
+        x = scale_embeddings(x, backbone.token_embedding.output_dim)
     for layer in backbone.encoder_layers:
-        attention = causal_twin(layer.self_attention)
+        attention = _causal_attention(layer.self_attention)
         residual = x
         h = layer.pre_self_attention_norm(x)
-        h, _ = attention(h, key_padding_mask=padding_mask)
+        h = attention(h, padding_mask)
         x = residual + layer.post_self_attention_norm(h)
         residual = x
         h = layer.post_ffw_norm(layer.mlp(layer.pre_ffw_norm(x)))

@@ -107,7 +107,7 @@ def detect_format(folder):
         ) from e
     except json.JSONDecodeError as e:
         raise CheckpointError(f"Corrupt JSON in '{path}': {e}.") from e
-    if config.get("model_type") == "t5gemma":
+    if config.get("model_type") in ("t5gemma", "t5gemma2"):
         return TRANSFORMERS
     module = str(config.get("module", ""))
     registered = str(config.get("registered_name", ""))

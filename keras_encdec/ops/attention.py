@@ -10,6 +10,9 @@ Masking semantics follow the pinned HF transformers T5Gemma exactly:
 - causal: key `k` is visible from query `q` when `k <= q`;
 - causal sliding window `W`: additionally `k > q - W` (`W` keys in all);
 - two-sided sliding window `W` (encoder): `|q - k| <= W` (`2W + 1` keys);
+- asymmetric window `(left, right)` (non-causal only): `q - left <= k <=
+  q + right`; T5Gemma 2's encoder window `W` is
+  `t5gemma2_encoder_window(W) = ((W + 1) // 2 - 1, W // 2)`;
 - key padding: key `k` of row `b` is visible when `key_padding_mask[b, k]`.
 
 `q` is the absolute query position, `query_offset + i` for row `i`.
@@ -37,6 +40,8 @@ torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
 
 import keras
 from keras import ops
+
+from keras_encdec.ops.mask_rule import window_from_options
 
 ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
 
@@ -202,8 +207,8 @@ def attention_mask(
             first query. Defaults to `0`.
         causal: bool. Whether keys after the query are hidden. Defaults to
             `False`.
-        sliding_window: int or None. Window size (see module docstring).
-            Defaults to `None` (full attention).
+        sliding_window: int, `(left, right)` or None. Window (see module
+            docstring). Defaults to `None` (full attention).
         key_padding_mask: bool/int tensor or None. `[batch, S]`, true where
             the key is a real token. Defaults to `None`.
 
@@ -216,19 +221,12 @@ def attention_mask(
     >>> ops.convert_to_numpy(m)[0].astype(int).tolist()
     [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
     """
-    query_positions = ops.arange(query_length, dtype="int32") + ops.cast(
+    window = window_from_options(causal, sliding_window)
+    q = ops.arange(query_length, dtype="int32")[:, None] + ops.cast(
         query_offset, "int32"
-    )
-    key_positions = ops.arange(key_length, dtype="int32")
-    q = query_positions[:, None]  # [T, 1]
-    k = key_positions[None, :]  # [1, S]
-    mask = ops.ones((query_length, key_length), dtype="bool")
-    if causal:
-        mask = ops.logical_and(mask, k <= q)
-        if sliding_window is not None:
-            mask = ops.logical_and(mask, k > q - sliding_window)
-    elif sliding_window is not None:
-        mask = ops.logical_and(mask, ops.abs(q - k) <= sliding_window)
+    )  # [T, 1]
+    k = ops.arange(key_length, dtype="int32")[None, :]  # [1, S]
+    mask = window.visible(q, k)
     mask = mask[None]  # [1, T, S]
     if key_padding_mask is not None:
         key_padding_mask = ops.cast(key_padding_mask, "bool")[:, None, :]
@@ -262,8 +260,9 @@ def dot_product_attention(
         soft_cap: float or None. Applies `tanh(x / c) * c` to the scaled
             logits before masking. Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. See the module docstring for the
-            causal and two-sided semantics. Defaults to `None`.
+        sliding_window: int, `(left, right)` or None. See the module
+            docstring for the causal, two-sided and asymmetric semantics.
+            Defaults to `None`.
         key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
@@ -289,6 +288,7 @@ def dot_product_attention(
     (2, 5, 4, 8)
     """
     impl = resolve_impl(impl, query, key, probabilities_dropout)
+    window_from_options(causal, sliding_window)  # validates early
     if impl != "dense":
         _check_heads(query, key)
         options = dict(
@@ -336,6 +336,56 @@ def _check_heads(query, key):
         )
 
 
+def dense_attention_parts(query, parts, *, scale, soft_cap=None,
+                          probabilities_dropout=None):
+    """Reference attention with ONE softmax over several key sets.
+
+    Materializes `[T, S1 + S2 + ...]` scores: the logits of every part are
+    concatenated, masked, soft-maxed together and split again.
+
+    Args:
+        query: tensor. `[batch, T, num_heads, head_dim]`.
+        parts: list of `(key, value, mask)`: key/value `[batch, S_i,
+            num_kv_heads, head_dim]`, mask a bool `[batch or 1, T, S_i]`.
+        scale: float. Multiplies the query-key logits.
+        soft_cap: float or None. `tanh(x / c) * c` on the scaled logits.
+            Defaults to `None`.
+        probabilities_dropout: callable or None. Defaults to `None`.
+
+    Returns:
+        A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
+    """
+    for key, _, _ in parts:
+        _check_heads(query, key)
+    num_heads, head_dim = query.shape[-2], query.shape[-1]
+    num_kv_heads = parts[0][0].shape[-2]
+    groups = num_heads // num_kv_heads
+    batch, query_length = ops.shape(query)[0], ops.shape(query)[1]
+    query = ops.reshape(
+        query, (batch, query_length, num_kv_heads, groups, head_dim)
+    )
+    logits, lengths = [], []
+    for key, _, mask in parts:
+        part = ops.einsum("btkgh,bskh->bkgts", query, key)
+        part = ops.cast(part, "float32") * scale
+        if soft_cap is not None:
+            part = ops.tanh(part / soft_cap) * soft_cap
+        logits.append(ops.where(mask[:, None, None, :, :], part,
+                                _MASKED_LOGIT))
+        lengths.append(ops.shape(key)[1])
+    logits = logits[0] if len(parts) == 1 else ops.concatenate(logits, -1)
+    probabilities = ops.softmax(logits, axis=-1)  # [B, K, G, T, sum S_i]
+    probabilities = ops.cast(probabilities, parts[0][1].dtype)
+    if probabilities_dropout is not None:
+        probabilities = probabilities_dropout(probabilities)
+    output, start = 0, 0
+    for (_, value, _), length in zip(parts, lengths):
+        weights = probabilities[..., start:start + length]
+        start = start + length
+        output = output + ops.einsum("bkgts,bskh->btkgh", weights, value)
+    return ops.reshape(output, (batch, query_length, num_heads, head_dim))
+
+
 def _dense_attention(
     query,
     key,
@@ -350,32 +400,14 @@ def _dense_attention(
     probabilities_dropout,
 ):
     """The reference: materializes the `[T, S]` scores (impl `"dense"`)."""
-    _check_heads(query, key)
-    num_heads, head_dim = query.shape[-2], query.shape[-1]
-    num_kv_heads = key.shape[-2]
-    groups = num_heads // num_kv_heads
-    batch, query_length = ops.shape(query)[0], ops.shape(query)[1]
-    key_length = ops.shape(key)[1]
-
-    query = ops.reshape(
-        query, (batch, query_length, num_kv_heads, groups, head_dim)
-    )
-    logits = ops.einsum("btkgh,bskh->bkgts", query, key)
-    logits = ops.cast(logits, "float32") * scale
-    if soft_cap is not None:
-        logits = ops.tanh(logits / soft_cap) * soft_cap
     mask = attention_mask(
-        query_length,
-        key_length,
+        ops.shape(query)[1],
+        ops.shape(key)[1],
         query_offset=query_offset,
         causal=causal,
         sliding_window=sliding_window,
         key_padding_mask=key_padding_mask,
     )  # [batch|1, T, S]
-    logits = ops.where(mask[:, None, None, :, :], logits, _MASKED_LOGIT)
-    probabilities = ops.softmax(logits, axis=-1)
-    probabilities = ops.cast(probabilities, value.dtype)
-    if probabilities_dropout is not None:
-        probabilities = probabilities_dropout(probabilities)
-    output = ops.einsum("bkgts,bskh->btkgh", probabilities, value)
-    return ops.reshape(output, (batch, query_length, num_heads, head_dim))
+    return dense_attention_parts(
+        query, [(key, value, mask)], scale=scale, soft_cap=soft_cap,
+        probabilities_dropout=probabilities_dropout)

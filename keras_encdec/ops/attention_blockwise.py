@@ -22,6 +22,8 @@ average of all `S` values, with the matching gradient.
 
 from keras import ops
 
+from keras_encdec.ops.mask_rule import window_from_options
+
 MASKED_LOGIT = -1e30
 # A row maximum below this means every key of the row was masked.
 _FULLY_MASKED_THRESHOLD = -1e29
@@ -36,19 +38,17 @@ def _ceil_div(a, b):
 class _Schedule:
     """Static block layout for one call (all sizes are Python ints)."""
 
-    def __init__(self, query_length, key_length, causal, sliding_window,
-                 block_q, block_k):
+    def __init__(self, query_length, key_length, window, block_q, block_k):
         self.block_k = min(block_k, key_length)
         self.num_key_blocks = _ceil_div(key_length, self.block_k)
         self.steps = self.num_key_blocks
         self.keys_before = None  # None: every query starts at key block 0.
-        if sliding_window is not None:
+        if window.bounded:
             # Keys visible from a query block [q0, q0 + block_q):
-            # [q0 - keys_before, q0 + block_q - 1 + keys_after].
-            keys_before = sliding_window - 1 if causal else sliding_window
-            keys_after = 0 if causal else sliding_window
+            # [q0 - left, q0 + block_q - 1 + right].
+            keys_before = window.left
             block = min(block_q, query_length)
-            span = block + keys_before + keys_after
+            span = block + window.left + window.right
             steps = _ceil_div(span - 1, self.block_k) + 1
             if steps < self.num_key_blocks:
                 self.steps = steps
@@ -72,8 +72,8 @@ def _pad_axis1(x, length):
 class _Blocks:
     """Blocked tensors and masks shared by the forward and backward loops."""
 
-    def __init__(self, query, key, value, sched, causal, sliding_window,
-                 key_padding_mask, query_offset):
+    def __init__(self, query, key, value, sched, window, key_padding_mask,
+                 query_offset):
         batch, query_length, num_heads, head_dim = query.shape
         key_length, num_kv_heads = key.shape[1], key.shape[2]
         self.batch = ops.shape(query)[0]
@@ -82,7 +82,7 @@ class _Blocks:
         nqb, bq = sched.num_query_blocks, sched.block_q
         nkb, bk = sched.num_key_blocks, sched.block_k
         groups = num_heads // num_kv_heads
-        self.sched, self.causal, self.window = sched, causal, sliding_window
+        self.sched, self.window = sched, window
         self.query = ops.reshape(
             _pad_axis1(query, nqb * bq),
             (self.batch, nqb, bq, num_kv_heads, groups, head_dim),
@@ -118,13 +118,7 @@ class _Blocks:
         )  # [nqb, bk]
         q = self.query_positions[:, :, None]  # [nqb, bq, 1]
         k = key_positions[:, None, :]  # [nqb, 1, bk]
-        visible = ops.ones_like(q - k, dtype="bool")
-        if self.causal:
-            visible = k <= q
-            if self.window is not None:
-                visible = ops.logical_and(visible, k > q - self.window)
-        elif self.window is not None:
-            visible = ops.abs(q - k) <= self.window
+        visible = self.window.visible(q, k)
         valid = ops.take(self.valid, index, axis=1)  # [B, nqb, bk]
         mask = ops.logical_and(visible[None], valid[:, :, None, :])
         mask = mask[:, :, None, None]  # [B, nqb, 1, 1, bq, bk]
@@ -290,8 +284,9 @@ def blockwise_attention(
         soft_cap: float or None. `tanh(x / c) * c` on the scaled logits.
             Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. Causal or two-sided window (see
-            `keras_encdec.ops.attention`). Defaults to `None`.
+        sliding_window: int, `(left, right)` or None. Causal, two-sided or
+            asymmetric window (see `keras_encdec.ops.attention`). Defaults
+            to `None`.
         key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
@@ -317,14 +312,14 @@ def blockwise_attention(
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"{name} must be a positive int. Received: "
                              f"{name}={size!r}.")
-    sched = _Schedule(query.shape[1], key.shape[1], causal, sliding_window,
-                      block_q, block_k)
+    window = window_from_options(causal, sliding_window)
+    sched = _Schedule(query.shape[1], key.shape[1], window, block_q, block_k)
     dtypes = (query.dtype, key.dtype, value.dtype)
 
     @ops.custom_gradient
     def attend(query, key, value):
-        blocks = _Blocks(query, key, value, sched, causal, sliding_window,
-                         key_padding_mask, query_offset)
+        blocks = _Blocks(query, key, value, sched, window, key_padding_mask,
+                         query_offset)
         out, log_sum_exp = _forward(blocks, scale, soft_cap, query.dtype)
 
         def grad(*args, upstream=None):
@@ -347,8 +342,9 @@ def blockwise_cost_fraction(query_length, key_length, causal, sliding_window,
     >>> round(blockwise_cost_fraction(4096, 4096, True, 512), 3)
     0.25
     """
-    sched = _Schedule(query_length, key_length, causal, sliding_window,
-                      block_q, block_k)
+    sched = _Schedule(query_length, key_length,
+                      window_from_options(causal, sliding_window), block_q,
+                      block_k)
     computed = (sched.num_query_blocks * sched.block_q * sched.steps
                 * sched.block_k)
     return computed / float(query_length * key_length)

@@ -6,13 +6,13 @@ import pytest
 from keras_encdec.ops.attention import dot_product_attention
 from keras_encdec.ops.attention_blockwise import blockwise_attention
 from keras_encdec.ops.attention_blockwise import blockwise_cost_fraction
-from keras_encdec.ops.attention_test import BACKEND
-from keras_encdec.ops.attention_test import CASES
-from keras_encdec.ops.attention_test import TOLERANCE
-from keras_encdec.ops.attention_test import case_options
-from keras_encdec.ops.attention_test import forward_and_grads
-from keras_encdec.ops.attention_test import make_inputs
-from keras_encdec.ops.attention_test import max_errors
+from keras_encdec.ops.attention_testing import BACKEND
+from keras_encdec.ops.attention_testing import CASES
+from keras_encdec.ops.attention_testing import TOLERANCE
+from keras_encdec.ops.attention_testing import case_options
+from keras_encdec.ops.attention_testing import forward_and_grads
+from keras_encdec.ops.attention_testing import make_inputs
+from keras_encdec.ops.attention_testing import max_errors
 
 BLOCK = 8  # Every case length is a non-multiple of it.
 
@@ -50,6 +50,9 @@ def test_window_skips_key_blocks():
     assert blockwise_cost_fraction(4096, 4096, True, None) == 1.0
     assert blockwise_cost_fraction(4096, 4096, True, 512, 128, 128) < 0.2
     assert blockwise_cost_fraction(8192, 8192, True, 512, 128, 128) < 0.1
+    # T5Gemma 2's asymmetric encoder window (255, 256) skips blocks too.
+    assert blockwise_cost_fraction(8192, 8192, False, (255, 256), 128,
+                                   128) < 0.1
 
 
 def _largest_intermediate_per_head(jaxpr, num_heads):

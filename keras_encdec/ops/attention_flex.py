@@ -23,6 +23,8 @@ import functools
 import torch
 from torch.nn.attention import flex_attention as flex
 
+from keras_encdec.ops.mask_rule import window_from_options
+
 DEFAULT_BLOCK_SIZE = 128
 
 
@@ -55,17 +57,9 @@ def _compiled_flex_attention():
     return torch.compile(flex.flex_attention, dynamic=False)
 
 
-def _mask_mod(causal, window, offset, padding):
+def _mask_mod(window, offset, padding):
     def mask_mod(b, h, q_index, k_index):
-        q = q_index + offset
-        if causal:
-            visible = k_index <= q
-            if window is not None:
-                visible = visible & (k_index > q - window)
-        elif window is not None:
-            visible = (q - k_index).abs() <= window
-        else:
-            visible = k_index >= 0
+        visible = window.visible(q_index + offset, k_index)
         if padding is not None:
             visible = visible & padding[b, k_index]
         return visible
@@ -85,8 +79,8 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
         scale: float. Multiplies the query-key logits.
         soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. Causal or two-sided window. Defaults to
-            `None`.
+        sliding_window: int, `(left, right)` or None. Causal, two-sided or
+            asymmetric window. Defaults to `None`.
         key_padding_mask: tensor or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar tensor. Absolute position of the
@@ -115,7 +109,8 @@ def flex_attention(query, key, value, *, scale, soft_cap=None, causal=False,
         padding = torch.as_tensor(key_padding_mask, device=device).bool()
     offset = torch.as_tensor(query_offset, device=device, dtype=torch.int32)
     block_mask = flex.create_block_mask(
-        _mask_mod(causal, sliding_window, offset, padding),
+        _mask_mod(window_from_options(causal, sliding_window), offset,
+                  padding),
         batch if padding is not None else None, None, query_length,
         key_length, device=device, BLOCK_SIZE=block_size)
     score_mod = None

@@ -8,12 +8,12 @@ with its reason.
 import numpy as np
 import pytest
 
-from keras_encdec.ops.attention_test import BACKEND
-from keras_encdec.ops.attention_test import CASES
-from keras_encdec.ops.attention_test import TOLERANCE
-from keras_encdec.ops.attention_test import case_options
-from keras_encdec.ops.attention_test import make_inputs
-from keras_encdec.ops.attention_test import max_errors
+from keras_encdec.ops.attention_testing import BACKEND
+from keras_encdec.ops.attention_testing import CASES
+from keras_encdec.ops.attention_testing import TOLERANCE
+from keras_encdec.ops.attention_testing import case_options
+from keras_encdec.ops.attention_testing import make_inputs
+from keras_encdec.ops.attention_testing import max_errors
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch only")
 

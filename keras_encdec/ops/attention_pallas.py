@@ -34,6 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from keras_encdec.ops.mask_rule import window_from_options
+
 MASKED_LOGIT = -1e30
 _FULLY_MASKED_THRESHOLD = -1e29
 INTERPRET_ENV = "KERAS_ENCDEC_PALLAS_INTERPRET"
@@ -86,16 +88,8 @@ def _tpu_vmem_limit(limit, query, padded_queries, padded_keys, head_dim):
 
 def _mask(query_positions, key_positions, valid, cfg):
     """Visible (query, key) pairs; all arguments broadcast to one 2-D tile."""
-    q, k = query_positions, key_positions
-    mask = valid != 0
-    if cfg.causal:
-        mask = jnp.logical_and(mask, k <= q)
-        if cfg.window is not None:
-            mask = jnp.logical_and(mask, k > q - cfg.window)
-    elif cfg.window is not None:
-        mask = jnp.logical_and(mask, jnp.logical_and(k >= q - cfg.window,
-                                                     k <= q + cfg.window))
-    return mask
+    visible = cfg.window.visible(query_positions, key_positions)
+    return jnp.logical_and(valid != 0, visible)
 
 
 def _logits(a, b, cfg):
@@ -388,8 +382,8 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
         scale: float. Multiplies the query-key logits.
         soft_cap: float or None. `tanh(x / c) * c`. Defaults to `None`.
         causal: bool. Hide keys after the query. Defaults to `False`.
-        sliding_window: int or None. Causal or two-sided window. Defaults to
-            `None`.
+        sliding_window: int, `(left, right)` or None. Causal, two-sided or
+            asymmetric window. Defaults to `None`.
         key_padding_mask: array or None. `[batch, S]`, true on real keys.
             Defaults to `None`.
         query_offset: int or int scalar array. Absolute position of the
@@ -430,16 +424,10 @@ def pallas_attention(query, key, value, *, scale, soft_cap=None, causal=False,
     num_query_blocks = -(-query_length // block_q)
     num_key_blocks = -(-key_length // block_k)
     padded_head_dim = _next_power_of_2(head_dim)
-    keys_before = keys_after = None
-    if causal:
-        keys_after = 0
-        keys_before = None if sliding_window is None else sliding_window - 1
-    elif sliding_window is not None:
-        keys_before = keys_after = sliding_window
+    window = window_from_options(causal, sliding_window)
     cfg = _Config(
-        scale=float(scale), soft_cap=soft_cap, causal=causal,
-        window=sliding_window, keys_before=keys_before,
-        keys_after=keys_after, block_q=block_q, block_k=block_k,
+        scale=float(scale), soft_cap=soft_cap, window=window,
+        keys_before=window.left, keys_after=window.right, block_q=block_q, block_k=block_k,
         num_query_blocks=num_query_blocks, num_key_blocks=num_key_blocks,
         padded_queries=num_query_blocks * block_q,
         padded_keys=num_key_blocks * block_k, head_dim=padded_head_dim,

@@ -2,10 +2,10 @@
 
 import pytest
 
-from keras_encdec.ops.attention_test import BACKEND
-from keras_encdec.ops.attention_test import CASES
-from keras_encdec.ops.attention_test import TOLERANCE
-from keras_encdec.ops.attention_test import max_errors
+from keras_encdec.ops.attention_testing import BACKEND
+from keras_encdec.ops.attention_testing import CASES
+from keras_encdec.ops.attention_testing import TOLERANCE
+from keras_encdec.ops.attention_testing import max_errors
 
 pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="JAX-only kernel")
 
@@ -13,7 +13,8 @@ pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="JAX-only kernel")
 # GQA, both window kinds, soft-cap, padding with fully masked rows, T != S,
 # lengths that are not multiples of the tile, and a decode step.
 PALLAS_CASES = ("pad_causal_window", "soft_cap_window", "cross_pad",
-                "decode_window")
+                "decode_window", "t5gemma2_window_even_pad",
+                "asym_window_soft_cap")
 
 
 @pytest.fixture(autouse=True)

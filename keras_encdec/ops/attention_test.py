@@ -1,124 +1,13 @@
-"""Dispatch tests for `dot_product_attention(impl=...)` and shared helpers.
+"""Dispatch tests for `dot_product_attention(impl=...)`."""
 
-The helpers (`CASES`, `make_inputs`, `forward_and_grads`, `max_errors`) are
-imported by the per-implementation tests beside this file.
-"""
-
-import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from keras_encdec.ops import attention
 from keras_encdec.ops.attention import dot_product_attention
-
-BACKEND = keras.backend.backend()
-TOLERANCE = 1e-5
-# Tiny test programs: XLA CPU optimization costs more than it saves.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-# Each case: shapes and mask options. Lengths are not multiples of the small
-# block sizes the tests use (8), windows are shorter than the sequence, and
-# "pad" rows include fully masked queries (dense gives them mean(value)).
-CASES = {
-    "full_gqa": dict(T=37, S=37),
-    "causal": dict(T=37, S=37, causal=True),
-    "causal_window": dict(T=37, S=37, causal=True, sliding_window=5),
-    "two_sided_window": dict(T=37, S=37, sliding_window=4),
-    "soft_cap_window": dict(T=37, S=37, sliding_window=3, soft_cap=2.0),
-    "pad_causal_window": dict(T=37, S=37, causal=True, sliding_window=6,
-                              pad=True),
-    "cross_pad": dict(T=19, S=45, pad=True, soft_cap=3.0),
-    "decode_window": dict(T=1, S=40, causal=True, sliding_window=7,
-                          offset=20),
-    "decode_pad": dict(T=1, S=40, causal=True, offset=9, pad=True),
-}
-
-
-def make_inputs(T, S, pad=False, batch=2, heads=4, kv_heads=2, head_dim=8,
-                seed=0, **_):
-    """Random fp32 `(query, key, value, d_out, key_padding_mask)`."""
-    rng = np.random.default_rng(seed)
-    query = rng.standard_normal((batch, T, heads, head_dim), "float32")
-    key = rng.standard_normal((batch, S, kv_heads, head_dim), "float32")
-    value = rng.standard_normal((batch, S, kv_heads, head_dim), "float32")
-    d_out = rng.standard_normal((batch, T, heads, head_dim), "float32")
-    mask = None
-    if pad:
-        mask = np.ones((batch, S), bool)
-        mask[0, :10] = False  # left padding: early queries see no key
-        mask[-1, -7:] = False  # right padding
-    return query, key, value, d_out, mask
-
-
-def case_options(case, offset_as_tensor=False):
-    """`dot_product_attention` keyword options of a case."""
-    options = dict(scale=0.3, soft_cap=case.get("soft_cap"),
-                   causal=case.get("causal", False),
-                   sliding_window=case.get("sliding_window"),
-                   query_offset=case.get("offset", 0))
-    if offset_as_tensor:
-        options["query_offset"] = ops.convert_to_tensor(
-            options["query_offset"], "int32")
-    return options
-
-
-def forward_and_grads(fn, query, key, value, d_out):
-    """`(out, d_query, d_key, d_value)` as numpy, on the active backend."""
-    if BACKEND == "jax":
-        import jax
-
-        def vjp(q, k, v, do):
-            out, pullback = jax.vjp(fn, q, k, v)
-            return (out,) + pullback(do)
-
-        results = jax.jit(vjp, compiler_options=FAST_COMPILE)(
-            query, key, value, d_out)
-    elif BACKEND == "torch":
-        import torch
-
-        tensors = [torch.tensor(x, requires_grad=True)
-                   for x in (query, key, value)]
-        out = fn(*tensors)
-        out.backward(torch.tensor(d_out))
-        results = (out.detach(),) + tuple(t.grad for t in tensors)
-    else:
-        import tensorflow as tf
-
-        tensors = [tf.constant(x) for x in (query, key, value)]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            out = fn(*tensors)
-        results = (out,) + tuple(tape.gradient(
-            out, tensors, output_gradients=tf.constant(d_out)))
-    return [ops.convert_to_numpy(x) for x in results]
-
-
-_DENSE_CACHE = {}
-
-
-def max_errors(case, fn_factory):
-    """Max-abs error of `fn_factory(options, mask)` vs "dense", per output.
-
-    Returns a dict `{"out"|"dq"|"dk"|"dv": error}`.
-    """
-    query, key, value, d_out, mask = make_inputs(**case)
-    options = case_options(case)
-    cache_key = repr(sorted(case.items()))
-    if cache_key not in _DENSE_CACHE:
-
-        def dense(q, k, v):
-            return dot_product_attention(q, k, v, key_padding_mask=mask,
-                                         impl="dense", **options)
-
-        _DENSE_CACHE[cache_key] = forward_and_grads(dense, query, key, value,
-                                                    d_out)
-    reference = _DENSE_CACHE[cache_key]
-    got = forward_and_grads(fn_factory(options, mask), query, key, value,
-                            d_out)
-    names = ("out", "dq", "dk", "dv")
-    return {name: float(np.max(np.abs(a - b)))
-            for name, a, b in zip(names, reference, got)}
+from keras_encdec.ops.attention_testing import BACKEND
+from keras_encdec.ops.attention_testing import TOLERANCE
+from keras_encdec.ops.attention_testing import max_errors
 
 
 def test_none_picks_dense_for_small_and_decode_shapes():
@@ -149,6 +38,19 @@ def test_named_impl_that_cannot_run_raises_with_reason():
     if BACKEND != "torch":
         with pytest.raises(ValueError, match=f"this process runs {BACKEND}"):
             dot_product_attention(query, query, query, scale=1.0, impl="flex")
+
+
+def test_bad_window_raises():
+    query = np.zeros((1, 4, 2, 8), "float32")
+    with pytest.raises(ValueError, match="non-causal"):
+        dot_product_attention(query, query, query, scale=1.0, causal=True,
+                              sliding_window=(2, 3))
+    with pytest.raises(ValueError, match="Received: sliding_window=-1"):
+        dot_product_attention(query, query, query, scale=1.0,
+                              sliding_window=-1)
+    with pytest.raises(ValueError, match="pair"):
+        dot_product_attention(query, query, query, scale=1.0,
+                              sliding_window=(1, 2, 3))
 
 
 def test_public_xla_impl_matches_dense():

@@ -97,14 +97,7 @@ class T5GemmaBlock(keras.layers.Layer):
             attention_impl=attention_impl,
             dtype=self.dtype_policy,
         )
-        self.self_attention = T5GemmaAttention(
-            attention_type="self",
-            causal=self.causal,
-            sliding_window=window,
-            rope_max_wavelength=rope_max_wavelength,
-            name="self_attention",
-            **self.attention_options,
-        )
+        self.self_attention = self.make_self_attention(window, rope_max_wavelength)
         self.pre_self_attention_norm, self.post_self_attention_norm = (
             self.sandwich_norms("self_attention")
         )
@@ -120,6 +113,18 @@ class T5GemmaBlock(keras.layers.Layer):
         self.pre_ffw_norm, self.post_ffw_norm = self.sandwich_norms("ffw")
         self.residual_dropout = keras.layers.Dropout(
             dropout_rate, dtype=self.dtype_policy, name="residual_dropout"
+        )
+
+    def make_self_attention(self, window, rope_max_wavelength):
+        """Creates the `self_attention` sublayer (a hook for subclasses,
+        e.g. T5Gemma 2's QK-normed attention)."""
+        return T5GemmaAttention(
+            attention_type="self",
+            causal=self.causal,
+            sliding_window=window,
+            rope_max_wavelength=rope_max_wavelength,
+            name="self_attention",
+            **self.attention_options,
         )
 
     def sandwich_norms(self, prefix):

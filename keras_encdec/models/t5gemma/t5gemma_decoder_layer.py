@@ -80,6 +80,11 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
         if encoder_output_shape is not None:
             self.cross_attention.build(hidden_states_shape, encoder_output_shape)
 
+    def compute_cross_key_value(self, encoder_output):
+        """The cross-attention keys/values of `encoder_output` (generation
+        computes them once)."""
+        return self.cross_attention.compute_key_value(encoder_output)
+
     def call(
         self,
         hidden_states,

@@ -75,6 +75,10 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
 
     backbone_cls = T5GemmaBackbone
     preprocessor_cls = T5GemmaSeq2SeqLMPreprocessor
+    # Config and weight mapping of `export_to_transformers`.
+    transformers_converter = transformers_t5gemma
+    # `from_preset` kwargs that go to the backbone for foreign checkpoints.
+    backbone_preset_kwargs = ("dtype",)
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
         _check_vocabulary(backbone, preprocessor)
@@ -129,14 +133,16 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
 
     @classmethod
     def _from_preset(cls, preset, load_weights, **kwargs):
-        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        fmt, folder = preset_loader.resolve(preset, cls.presets)
         if fmt == preset_loader.KERAS_ENCDEC:
             lm = super().from_preset(folder, load_weights=load_weights, **kwargs)
             _check_vocabulary(lm.backbone, lm.preprocessor)
             return lm
-        backbone_kwargs = {}
-        if "dtype" in kwargs:
-            backbone_kwargs["dtype"] = kwargs.pop("dtype")
+        backbone_kwargs = {
+            name: kwargs.pop(name)
+            for name in cls.backbone_preset_kwargs
+            if name in kwargs
+        }
         backbone = cls.backbone_cls.from_preset(
             folder, load_weights=load_weights, **backbone_kwargs
         )
@@ -177,7 +183,7 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         """
         os.makedirs(path, exist_ok=True)
         dtype = str(self.backbone.token_embedding.embeddings.dtype)
-        config = transformers_t5gemma.config_from_backbone(self.backbone, dtype)
+        config = self.transformers_converter.config_from_backbone(self.backbone, dtype)
         if self.preprocessor is not None:
             tokenizer = self.preprocessor.tokenizer
             for key, token in (
@@ -189,7 +195,7 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
             config["decoder_start_token_id"] = config["bos_token_id"]
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
-        transformers_t5gemma.export_transformers_weights(
+        self.transformers_converter.export_transformers_weights(
             self.backbone, path, max_shard_bytes=max_shard_bytes
         )
         if self.preprocessor is not None:
@@ -323,6 +329,13 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         """Runs the encoder; returns `(encoder_output, padding_mask)`."""
         return self.backbone.encode(token_ids, padding_mask), padding_mask
 
+    def encode_prompt(self, inputs):
+        """Runs the encoder on a `generate_step` input dict; returns
+        `(encoder_output, padding_mask)`."""
+        return self.call_encoder(
+            inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+        )
+
     def build_cache(self, encoder_output, encoder_padding_mask, max_length):
         """Builds generation caches: empty static self-attention caches of
         `max_length` positions, and cross-attention keys/values computed once
@@ -346,7 +359,7 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
                 ops.zeros(shape, dtype=self.compute_dtype),
                 ops.zeros(shape, dtype=self.compute_dtype),
             )
-            cross_cache = layer.cross_attention.compute_key_value(encoder_output)
+            cross_cache = layer.compute_cross_key_value(encoder_output)
             layer_caches.append((self_cache, cross_cache))
         return tuple(layer_caches), encoder_padding_mask
 
@@ -401,9 +414,7 @@ class T5GemmaSeq2SeqLM(ShuffledFitMixin, Seq2SeqLM):
         """
         decoder_token_ids = inputs["decoder_token_ids"]
         decoder_padding_mask = ops.cast(inputs["decoder_padding_mask"], "bool")
-        encoder_output, encoder_padding_mask = self.call_encoder(
-            inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
-        )
+        encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
         max_length = ops.shape(decoder_token_ids)[1]
         cache = self.build_cache(encoder_output, encoder_padding_mask, max_length)
         _, hidden_states, cache = self.call_decoder_with_cache(

@@ -175,7 +175,7 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
     def from_preset(cls, preset, **kwargs):
         """Loads the preprocessor of any preset `T5GemmaBackbone` accepts;
         foreign checkpoints get a default one around their tokenizer."""
-        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        fmt, folder = preset_loader.resolve(preset, cls.presets)
         if fmt == preset_loader.KERAS_ENCDEC:
             return super().from_preset(folder, **kwargs)
         return cls(tokenizer=cls.tokenizer_cls.from_preset(folder), **kwargs)

@@ -60,7 +60,7 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
         Raises a `FileNotFoundError` naming the folder when a transformers or
         keras-hub checkpoint carries no SentencePiece model.
         """
-        fmt, folder = preset_loader.resolve(preset, T5GEMMA_PRESETS)
+        fmt, folder = preset_loader.resolve(preset, cls.presets)
         if fmt == preset_loader.KERAS_ENCDEC:
             return super().from_preset(folder, **kwargs)
         proto = preset_loader.foreign_tokenizer_file(fmt, folder)

@@ -1,0 +1,1 @@
+"""T5Gemma 2: the Gemma 3 based encoder-decoder family."""
