@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 ATTENTION_PROJECTIONS = ("query", "key", "value", "attention_output")
 MLP_PROJECTIONS = ("ffw_gating", "ffw_gating_2", "ffw_linear")
 SIDES = ("encoder", "decoder")
-SUBLAYERS = ("self_attention", "cross_attention", "mlp")
+# "merged_attention": the decoder attention of T5Gemma 2 (self + cross).
+SUBLAYERS = ("self_attention", "cross_attention", "merged_attention", "mlp")
 TARGET_GROUPS = ("attention", "attention+mlp", "all")
 ADAPTER_SUFFIX = ".lora.h5"
 

@@ -74,14 +74,15 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         eoi_token_index: int or None. End-of-image token. Defaults to
             `256000`.
         image_token_index: int. Image placeholder token. Defaults to
-            `262144`.
+            `256001` (transformers' `T5Gemma2Config` default).
         rms_norm_eps: float. Norm epsilon. Defaults to `1e-6`.
         hidden_activation: str. MLP activation. Defaults to
             `"gelu_approximate"`.
         dropout_rate: float. Dropout on embeddings, residuals and MLP.
             Defaults to `0.0`.
-        attention_dropout: float. Encoder attention-probability dropout
-            (the decoder's merged attention takes none). Defaults to `0.0`.
+        attention_dropout: float. Attention-probability dropout; must be
+            0.0 (the merged attention kernels take none; every published
+            T5Gemma 2 uses 0.0). Defaults to `0.0`.
         initializer_range: float. Init std. Defaults to `0.02`.
         vision_config: dict or None. The SigLIP tower (`image_size`,
             `patch_size`, `hidden_dim`, `num_layers`, `num_heads`,
@@ -147,7 +148,7 @@ class T5Gemma2Backbone(T5GemmaBackbone):
         final_logit_soft_cap=None,
         attention_logit_soft_cap=None,
         eoi_token_index=256000,
-        image_token_index=262144,
+        image_token_index=256001,
         rms_norm_eps=1e-6,
         hidden_activation="gelu_approximate",
         dropout_rate=0.0,
@@ -178,6 +179,7 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             initializer_range=initializer_range,
             attention_impl=attention_impl,
             remat=remat,
+            attention_dropout=attention_dropout,  # the decoder raises if > 0
             dtype=dtype,
         )
         rope = dict(
@@ -202,7 +204,7 @@ class T5Gemma2Backbone(T5GemmaBackbone):
                 T5Gemma2EncoderLayer,
                 stacks["encoder"],
                 i,
-                dict(shared, attention_dropout=attention_dropout),
+                shared,
                 rope,
                 hidden_dim,
                 "encoder",

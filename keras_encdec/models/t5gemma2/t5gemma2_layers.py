@@ -57,6 +57,12 @@ class T5Gemma2Embedding(keras.layers.ReversibleEmbedding):
             name="eoi_embedding", shape=(self.output_dim,), initializer="zeros"
         )
 
+    @property
+    def variable_serialization_spec(self):
+        # The saved variables in order: the table's, then the EOI row.
+        spec = super().variable_serialization_spec
+        return {mode: list(names) + ["eoi_embedding"] for mode, names in spec.items()}
+
     def call(self, inputs, reverse=False):
         if reverse:
             return super().call(inputs, reverse=True)
