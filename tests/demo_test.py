@@ -35,8 +35,9 @@ def test_fast_demo_end_to_end(tmp_path):
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"chrF: before=\d+\.\d\d after=\d+\.\d\d",
                         lines[-1]), result.stdout[-2000:]
-    assert re.search(r"^wall time: [\d.]+ s; peak memory: [\d.]+ GiB$",
-                     result.stdout, re.M), result.stdout[-2000:]
+    assert re.search(
+        r"^wall time: [\d.]+ s; CPU time: [\d.]+ s; peak memory: [\d.]+ GiB$",
+        result.stdout, re.M), result.stdout[-2000:]
     assert re.search(r"held out \(by module\)", result.stdout)
     assert result.stdout.count("  reference: ") == 2  # --num-show (fast: 2)
     with open(tmp_path / "demo_loss.png", "rb") as file:

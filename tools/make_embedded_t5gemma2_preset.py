@@ -1,4 +1,4 @@
-"""Builds the embedded preset `presets/t5gemma2/t5gemma2_tiny_random`.
+"""Builds the embedded preset `keras_encdec/presets/t5gemma2/t5gemma2_tiny_random`.
 
 A tiny random T5Gemma 2 (width 64, 2+2 blocks, grouped-query attention,
 sliding window 16 with one sliding and one full block, RoPE scaling 2 on the
@@ -37,7 +37,7 @@ SEED = 0
 SEQUENCE_LENGTH = 64
 STDS = {"embeddings": 0.05, "norm": 1.0, "other": 0.3}
 DEFAULT_OUTPUT = os.path.join(
-    os.path.dirname(__file__), "..", "presets", "t5gemma2",
+    os.path.dirname(__file__), "..", "keras_encdec", "presets", "t5gemma2",
     "t5gemma2_tiny_random",
 )
 

@@ -1,7 +1,7 @@
 """The T5Gemma 2 preset registry.
 
-`presets/t5gemma2/<name>.json` files hold the published presets (metadata,
-`hf://` handle and backbone config); `presets/t5gemma2/<name>/` folders with
+`keras_encdec/presets/t5gemma2/<name>.json` files hold the published presets (metadata,
+`hf://` handle and backbone config); `keras_encdec/presets/t5gemma2/<name>/` folders with
 a `config.json` are embedded presets that load offline by name. Parameter
 counts are computed from the configs when the registry loads (never typed),
 two ways: `params` counts the shared embedding once, as this package stores
@@ -13,7 +13,7 @@ backbone (tested on small configs).
 import json
 import os
 
-from keras_encdec.models.t5gemma.t5gemma_presets import PRESETS_DIR
+from keras_encdec.models.preset_registry import presets_root
 
 PUBLISHED_DIR = "t5gemma2"
 EMBEDDED_PRESET = "t5gemma2_tiny_random"
@@ -110,4 +110,4 @@ def _load_registry(root):
     return registry
 
 
-T5GEMMA2_PRESETS = _load_registry(PRESETS_DIR)
+T5GEMMA2_PRESETS = _load_registry(presets_root())
