@@ -85,6 +85,40 @@ def resolve_vocab_chunk(vocab_size, chunk_size=None):
     return target
 
 
+def vocab_chunk_plan(vocab_size, chunk_size=None):
+    """Returns `(chunk, starts [K], first_new [K])` for a vocabulary walk.
+
+    Chunk k covers columns `[starts[k], starts[k] + chunk)`; only columns
+    `>= first_new[k]` are new (the last chunk may overlap its predecessor
+    when `chunk` does not divide `vocab_size`).
+    """
+    chunk = resolve_vocab_chunk(vocab_size, chunk_size)
+    num_chunks = math.ceil(vocab_size / chunk)
+    first_new = ops.arange(num_chunks, dtype="int32") * chunk  # [K]
+    starts = ops.minimum(first_new, vocab_size - chunk)  # [K]
+    return chunk, starts, first_new
+
+
+def chunk_matmul(hidden, embedding, start, chunk, logit_soft_cap=None):
+    """Returns `(w [C, D], raw fp32 [N, C], soft_cap(raw) [N, C])` for the
+    embedding rows `[start, start + chunk)`."""
+    w = ops.slice(embedding, [start, 0], [chunk, embedding.shape[1]])
+    raw = ops.cast(ops.matmul(hidden, ops.transpose(w)), "float32")
+    return w, raw, soft_cap(raw, logit_soft_cap)
+
+
+def join_vocab_blocks(blocks, vocab_size):
+    """Joins scan-emitted `[K, C, D]` gradient blocks into `[V, D]`,
+    dropping the columns the last (overlapping) chunk repeats."""
+    num_chunks, chunk, dim = blocks.shape
+    overlap = num_chunks * chunk - vocab_size
+    if not overlap:
+        return ops.reshape(blocks, (vocab_size, dim))
+    return ops.concatenate(
+        [ops.reshape(blocks[:-1], (-1, dim)), blocks[-1, overlap:]], axis=0
+    )
+
+
 def chunked_token_losses(
     hidden,
     embedding,
@@ -111,20 +145,16 @@ def chunked_token_losses(
         `[N]` float32 losses, 0 where `valid` is False.
     """
     vocab_size, dim = embedding.shape
-    chunk = resolve_vocab_chunk(vocab_size, chunk_size)
+    chunk, starts, first_new = vocab_chunk_plan(vocab_size, chunk_size)
     num_chunks = math.ceil(vocab_size / chunk)
     has_overlap = num_chunks * chunk != vocab_size
-    # Chunk k covers columns [start_k, start_k + chunk); only columns
-    # >= first_new_k are new (the last chunk may overlap its predecessor).
-    first_new = ops.arange(num_chunks, dtype="int32") * chunk  # [K]
-    starts = ops.minimum(first_new, vocab_size - chunk)  # [K]
     labels = ops.where(valid, ops.cast(labels, "int32"), -1)  # [N]
 
     def chunk_logits(hidden_, embedding_, start, first):
         """Returns (w [C, D], raw fp32 [N, C], capped [N, C], cols [C])."""
-        w = ops.slice(embedding_, [start, 0], [chunk, dim])  # [C, D]
-        raw = ops.cast(ops.matmul(hidden_, ops.transpose(w)), "float32")
-        capped = soft_cap(raw, logit_soft_cap)  # [N, C]
+        w, raw, capped = chunk_matmul(
+            hidden_, embedding_, start, chunk, logit_soft_cap
+        )
         cols = start + ops.arange(chunk, dtype="int32")  # [C]
         if has_overlap:
             # -2 never equals a label (ignored labels are -1).
@@ -184,17 +214,7 @@ def chunked_token_losses(
                 xs=(starts, first_new),
                 y_dtypes=(hidden_.dtype,),
             )  # [N, D] fp32, ([K, C, D],)
-            if has_overlap:
-                overlap = num_chunks * chunk - vocab_size
-                d_embedding = ops.concatenate(
-                    [
-                        ops.reshape(d_blocks[:-1], (-1, dim)),
-                        d_blocks[-1, overlap:],
-                    ],
-                    axis=0,
-                )
-            else:
-                d_embedding = ops.reshape(d_blocks, (vocab_size, dim))
+            d_embedding = join_vocab_blocks(d_blocks, vocab_size)
             return (
                 ops.cast(d_hidden, hidden_.dtype),
                 ops.cast(d_embedding, embedding_.dtype),

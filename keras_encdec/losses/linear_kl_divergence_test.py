@@ -1,0 +1,211 @@
+"""KL(teacher || student) vs a float64 numpy reference, on every backend.
+
+Tolerance: float32 inputs match the float64 loss and student gradients to
+`rtol=2e-5`, `atol=2e-5 * max(1, max|reference|)`.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_encdec.losses import linear_distillation_loss
+from keras_encdec.losses import linear_kl_divergence
+
+BACKEND = keras.backend.backend()
+N, D, DT, V = 97, 24, 20, 301  # not powers of two; teacher width differs
+RTOL = 2e-5
+
+
+def make_problem(seed=0, n=N, masked=0.25):
+    rng = np.random.default_rng(seed)
+    h = rng.normal(size=(n, D)).astype("float32")
+    e = (rng.normal(size=(V, D)) * 2 / np.sqrt(D)).astype("float32")
+    th = rng.normal(size=(n, DT)).astype("float32")
+    te = (rng.normal(size=(V, DT)) * 2 / np.sqrt(DT)).astype("float32")
+    mask = rng.random(n) >= masked
+    return h, e, th, te, mask
+
+
+def reference(h, e, th, te, mask=None, temperature=1.0, cap=None,
+              t_cap=None, reduction="mean", cotangent=None):
+    """float64 (value, d_hidden, d_embedding), analytic gradients."""
+    def logits(h_, e_, c):
+        raw = h_.astype("float64") @ e_.astype("float64").T
+        return raw, (c * np.tanh(raw / c) if c else raw) / temperature
+
+    def log_softmax(z):
+        m = z.max(-1, keepdims=True)
+        return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+
+    raw, s = logits(h, e, cap)
+    _, t = logits(th, te, t_cap)
+    ls, lt = log_softmax(s), log_softmax(t)
+    losses = (np.exp(lt) * (lt - ls)).sum(-1)
+    keep = np.ones(len(h)) if mask is None else mask.astype("float64")
+    if reduction == "none":
+        value = keep * losses
+        scale = keep * (1.0 if cotangent is None else cotangent)
+    elif reduction == "sum":
+        value, scale = (keep * losses).sum(), keep
+    else:
+        denom = keep.sum() if keep.sum() else 1.0
+        value, scale = (keep * losses).sum() / denom, keep / denom
+    dz = (np.exp(ls) - np.exp(lt)) * scale[:, None] / temperature
+    if cap:
+        dz = dz * (1.0 - np.tanh(raw / cap) ** 2)
+    return value, dz @ e.astype("float64"), dz.T @ h.astype("float64")
+
+
+def value_and_grads(loss_fn, h, e, th, te, cotangent=None):
+    """(value, d_h, d_e, d_th, d_te) via the backend's autodiff (compiled on
+    jax/tf). The teacher gradients are zeros when none flows."""
+
+    def scalar(value):
+        if cotangent is None:
+            return keras.ops.sum(value)
+        return keras.ops.sum(value * keras.ops.convert_to_tensor(cotangent))
+
+    if BACKEND == "jax":
+        import jax
+
+        def f(*xs):
+            value = loss_fn(*xs)
+            return scalar(value), value
+
+        (_, value), grads = jax.jit(
+            jax.value_and_grad(f, argnums=(0, 1, 2, 3), has_aux=True)
+        )(h, e, th, te)
+        return (np.asarray(value),) + tuple(np.asarray(g) for g in grads)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        variables = [tf.Variable(x) for x in (h, e, th, te)]
+
+        @tf.function
+        def f():
+            with tf.GradientTape() as tape:
+                value = loss_fn(*variables)
+                total = scalar(value)
+            return value, tape.gradient(total, variables)
+
+        value, grads = f()
+        grads = [np.zeros(x.shape) if g is None else g.numpy()
+                 for g, x in zip(grads, (h, e, th, te))]
+        return (value.numpy(),) + tuple(grads)
+    xs = [keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
+          for x in (h, e, th, te)]
+    value = loss_fn(*xs)
+    scalar(value).backward()
+    grads = [np.zeros(x.shape) if x.grad is None else x.grad.numpy()
+             for x in xs]
+    return (value.detach().numpy(),) + tuple(grads)
+
+
+def assert_close(got, want, name=""):
+    got = np.asarray(got, dtype="float64")
+    atol = RTOL * max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=atol, err_msg=name)
+
+
+CASES = [
+    # (impl, temperature, cap, teacher cap, reduction, chunk_size)
+    ("xla", 1.0, None, None, "mean", None),
+    ("xla", 2.0, 30.0, 20.0, "mean", 64),  # 64 does not divide 301
+    ("xla", 0.7, None, 5.0, "sum", 7),
+    ("xla", 1.5, 4.0, None, "none", 300),
+    ("xla", 1.0, 3.0, 3.0, "mean", 301),
+    ("dense", 2.0, 30.0, 20.0, "mean", None),
+    ("dense", 0.7, 4.0, None, "none", None),
+]
+
+
+@pytest.mark.parametrize("impl, temp, cap, t_cap, reduction, chunk", CASES)
+def test_matches_float64_reference(impl, temp, cap, t_cap, reduction, chunk):
+    h, e, th, te, mask = make_problem()
+    cotangent = None
+    if reduction == "none":
+        cotangent = np.random.default_rng(1).normal(size=(N,))
+        cotangent = cotangent.astype("float32")
+
+    def loss_fn(h_, e_, th_, te_):
+        return linear_kl_divergence(
+            h_, e_, th_, te_, mask=mask, temperature=temp,
+            logit_soft_cap=cap, teacher_logit_soft_cap=t_cap,
+            reduction=reduction, impl=impl, chunk_size=chunk)
+
+    got = value_and_grads(loss_fn, h, e, th, te, cotangent)
+    want = reference(h, e, th, te, mask, temp, cap, t_cap, reduction,
+                     cotangent)
+    for g, w, name in zip(got, want, ("loss", "dh", "de")):
+        assert np.all(np.isfinite(g)), name
+        assert_close(g, w, name)
+    # The teacher is a constant.
+    assert not np.any(got[3]) and not np.any(got[4])
+
+
+@pytest.mark.parametrize("impl", ["xla", "dense"])
+def test_teacher_equal_student_gives_zero_loss_and_gradient(impl):
+    h, e, _, _, mask = make_problem()
+
+    def loss_fn(h_, e_, th_, te_):
+        return linear_kl_divergence(
+            h_, e_, th_, te_, mask=mask, temperature=1.3, logit_soft_cap=5.0,
+            teacher_logit_soft_cap=5.0, impl=impl, chunk_size=64)
+
+    value, dh, de, _, _ = value_and_grads(loss_fn, h, e, h.copy(), e.copy())
+    assert abs(float(value)) <= 1e-6
+    assert np.abs(dh).max() <= 1e-7 and np.abs(de).max() <= 1e-7
+
+
+def test_all_masked_is_zero_and_leading_dims():
+    h, e, th, te, _ = make_problem(n=2 * 7)
+    out = linear_kl_divergence(
+        h.reshape(2, 7, D), e, th.reshape(2, 7, DT), te,
+        mask=np.zeros((2, 7), bool), reduction="mean")
+    assert float(out) == 0.0
+    out = linear_kl_divergence(
+        h.reshape(2, 7, D), e, th.reshape(2, 7, DT), te, reduction="none",
+        chunk_size=50)
+    assert tuple(out.shape) == (2, 7)
+    want = reference(h, e, th, te, reduction="none")[0]
+    assert_close(keras.ops.convert_to_numpy(out).reshape(-1), want)
+
+
+def test_mixed_objective_is_weighted_sum():
+    h, e, th, te, mask = make_problem()
+    labels = np.random.default_rng(2).integers(0, V, size=N).astype("int32")
+    labels[~mask] = -100
+    mixed = linear_distillation_loss(
+        h, e, labels, th, te, ce_weight=0.3, temperature=2.0,
+        logit_soft_cap=30.0, chunk_size=64)
+    kl = reference(h, e, th, te, mask, 2.0, 30.0)[0]
+    raw = h.astype("float64") @ e.astype("float64").T
+    z = 30.0 * np.tanh(raw / 30.0)
+    lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    ce = (lse - z[np.arange(N), np.maximum(labels, 0)])[mask].mean()
+    assert_close(keras.ops.convert_to_numpy(mixed), 0.3 * ce + 0.7 * kl)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature=0.0), "temperature=0.0"),
+        (dict(teacher_logit_soft_cap=-1.0), "teacher_logit_soft_cap=-1.0"),
+        (dict(impl="cuda"), "Received: impl='cuda'"),
+        (dict(reduction="avg"), "reduction='avg'"),
+        (dict(chunk_size=0), "chunk_size=0"),
+        (dict(mask=np.ones(3, bool)), r"mask.shape=\(3,\)"),
+        (dict(te=np.ones((V + 1, DT), "float32")), "share the vocabulary"),
+        (dict(th=np.ones((N - 1, DT), "float32")), "same leading"),
+        (dict(te=np.ones((V, DT + 1), "float32")), "teacher_embedding"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kwargs, match):
+    h, e, th, te, _ = make_problem()
+    arrays = dict(h=h, e=e, th=th, te=te)
+    for key in list(kwargs):
+        if key in arrays:
+            arrays[key] = kwargs.pop(key)
+    with pytest.raises(ValueError, match=match):
+        linear_kl_divergence(arrays["h"], arrays["e"], arrays["th"],
+                             arrays["te"], **kwargs)
