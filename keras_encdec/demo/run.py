@@ -97,7 +97,6 @@ def prepare_data(settings):
     """`(train, evaluation)` pair lists, split by module, sampled by seed."""
     pairs = docstrings.stdlib_pairs(include=settings.modules)
     train, test = docstrings.split_by_module(pairs, seed=settings.seed)
-    rng = random.Random(settings.seed)
     needed = settings.steps * settings.batch_size
     if len(train) < needed or len(test) < settings.num_eval:
         raise ValueError(
@@ -108,7 +107,10 @@ def prepare_data(settings):
         "data: %d pairs from %d modules; %d train, %d held out (by module)",
         len(pairs), len({p["module"] for p in pairs}), len(train), len(test),
     )
-    return rng.sample(train, needed), rng.sample(test, settings.num_eval)
+    # Separate draws: the held-out set does not change with --steps.
+    evaluation = random.Random(settings.seed).sample(test, settings.num_eval)
+    train = random.Random(settings.seed + 1).sample(train, needed)
+    return train, evaluation
 
 
 def run_demo(settings):
