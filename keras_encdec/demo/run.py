@@ -54,7 +54,7 @@ class DemoSettings:
     cache_dir: str = os.path.join("out", "cache")
     out_dir: str = "out"
     modules: tuple = None
-    steps: int = 48
+    steps: int = 24
     batch_size: int = 4
     encoder_length: int = 128
     decoder_length: int = 24
