@@ -9,7 +9,7 @@ BACKENDS := jax torch tensorflow
 # compilation, so both cores stay busy. Override with PYTEST_ARGS=.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv demo test test-jax test-torch test-tensorflow clean
+.PHONY: venv demo notebooks test test-jax test-torch test-tensorflow clean
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m keras_encdec demo
+
+# The guides' notebooks are generated from their jupytext .py files.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --to ipynb guides/*.py
 
 # One pytest process per backend. Exit code 5 (no tests collected) fails.
 test: $(STAMP)

@@ -1,3 +1,15 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Fine-tuning T5Gemma with LoRA, offline
 #
@@ -6,6 +18,18 @@
 # `"t5gemma_tiny_random"` with e.g. `"t5gemma_2b_2b_prefixlm_it"` for a real
 # model; every call stays the same. If you know keras-hub's `Seq2SeqLM`, you
 # know this API: `from_preset`, `compile(sampler=...)`, `generate`, `fit`.
+# In Colab or Kaggle, the first cell installs the package
+# (`!pip install keras-encdec`).
+
+# %%
+# Colab / Kaggle: install keras-encdec (skipped when it is importable).
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("keras_encdec") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "keras-encdec"], check=True)
 
 # %%
 import os
@@ -14,6 +38,7 @@ import tempfile
 
 import keras_encdec  # noqa: F401  (before keras: loads Triton before TF)
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 
 from keras_encdec.models import T5GemmaSeq2SeqLM
@@ -101,6 +126,13 @@ history = lm.fit(data, batch_size=4, epochs=6, shuffle=False,
 losses = history.history["loss"]
 print("loss per epoch:", [round(v, 3) for v in losses])
 assert losses[-1] < losses[0], losses
+figure, axis = plt.subplots(figsize=(5, 3))
+axis.plot(range(1, len(losses) + 1), losses, marker="o")
+axis.set_xlabel("epoch")
+axis.set_ylabel("cross-entropy (nats/token)")
+axis.set_title("LoRA fine-tuning loss")
+figure.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 5. Adapter files, merging, and export to transformers

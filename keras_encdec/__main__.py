@@ -1,8 +1,8 @@
 """Command line: `python -m keras_encdec <command> ...`.
 
 Commands:
-    demo    Convert the embedded preset to transformers and back, then
-            generate from text (no network, no downloaded weights).
+    demo    Adapt Gemma 3 270M into T5Gemma 2, fine-tune it with LoRA on
+            standard-library docstrings, report chrF (offline).
     adapt   Turn decoder-only Gemma 2 checkpoints into a T5Gemma preset.
 
 Each command lives in its own module exposing `add_parser(subparsers)`,
@@ -15,7 +15,7 @@ import logging
 import sys
 
 COMMANDS = {
-    "demo": "keras_encdec.demo",
+    "demo": "keras_encdec.demo.cli",
     "adapt": "keras_encdec.adapt.cli",
 }
 
