@@ -13,7 +13,6 @@ import os
 import random
 import time
 
-import numpy as np
 
 from keras_encdec.demo import docstrings
 from keras_encdec.demo import reporting

@@ -6,13 +6,13 @@ import pytest
 
 from keras_encdec.losses import linear_cross_entropy
 from keras_encdec.losses.chunked import resolve_vocab_chunk
-from keras_encdec.losses.linear_cross_entropy_test import D
-from keras_encdec.losses.linear_cross_entropy_test import N
-from keras_encdec.losses.linear_cross_entropy_test import V
-from keras_encdec.losses.linear_cross_entropy_test import assert_close
-from keras_encdec.losses.linear_cross_entropy_test import make_problem
-from keras_encdec.losses.linear_cross_entropy_test import reference
-from keras_encdec.losses.linear_cross_entropy_test import value_and_grads
+from keras_encdec.losses.ce_testing import D
+from keras_encdec.losses.ce_testing import N
+from keras_encdec.losses.ce_testing import V
+from keras_encdec.losses.ce_testing import assert_close
+from keras_encdec.losses.ce_testing import make_problem
+from keras_encdec.losses.ce_testing import reference
+from keras_encdec.losses.ce_testing import value_and_grads
 
 BACKEND = keras.backend.backend()
 

@@ -5,9 +5,9 @@ import numpy as np
 
 from keras_encdec.losses.dense import dense_token_losses
 from keras_encdec.losses.dense import soft_cap
-from keras_encdec.losses.linear_cross_entropy_test import assert_close
-from keras_encdec.losses.linear_cross_entropy_test import make_problem
-from keras_encdec.losses.linear_cross_entropy_test import reference
+from keras_encdec.losses.ce_testing import assert_close
+from keras_encdec.losses.ce_testing import make_problem
+from keras_encdec.losses.ce_testing import reference
 
 
 def test_soft_cap_values():

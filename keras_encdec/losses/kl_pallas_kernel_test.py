@@ -6,10 +6,10 @@ import pytest
 
 from keras_encdec.losses import PALLAS_INTERPRET_ENV
 from keras_encdec.losses import linear_kl_divergence
-from keras_encdec.losses.linear_kl_divergence_test import assert_close
-from keras_encdec.losses.linear_kl_divergence_test import make_problem
-from keras_encdec.losses.linear_kl_divergence_test import reference
-from keras_encdec.losses.linear_kl_divergence_test import value_and_grads
+from keras_encdec.losses.kl_testing import assert_close
+from keras_encdec.losses.kl_testing import make_problem
+from keras_encdec.losses.kl_testing import reference
+from keras_encdec.losses.kl_testing import value_and_grads
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",

@@ -43,10 +43,10 @@ def test_kl_triton_interpret_in_subprocess():
 
 def _check(temp, cap, t_cap, reduction, chunk, n=70):
     from keras_encdec.losses import linear_kl_divergence
-    from keras_encdec.losses.linear_kl_divergence_test import assert_close
-    from keras_encdec.losses.linear_kl_divergence_test import make_problem
-    from keras_encdec.losses.linear_kl_divergence_test import reference
-    from keras_encdec.losses.linear_kl_divergence_test import value_and_grads
+    from keras_encdec.losses.kl_testing import assert_close
+    from keras_encdec.losses.kl_testing import make_problem
+    from keras_encdec.losses.kl_testing import reference
+    from keras_encdec.losses.kl_testing import value_and_grads
 
     h, e, th, te, mask = make_problem(n=n)
     cotangent = None

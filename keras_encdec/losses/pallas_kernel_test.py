@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_encdec.losses import PALLAS_INTERPRET_ENV
-from keras_encdec.losses.linear_cross_entropy_test import (
+from keras_encdec.losses.ce_testing import (
     check_against_reference,
 )
 
@@ -31,7 +31,7 @@ def test_pallas_weights_all_ignored_and_filter():
 
 
 def test_pallas_bf16_error_no_worse_than_dense():
-    from keras_encdec.losses.linear_cross_entropy_test import bf16_errors
+    from keras_encdec.losses.ce_testing import bf16_errors
 
     dense_errors, want = bf16_errors("dense")
     pallas_errors, _ = bf16_errors("pallas")
@@ -40,7 +40,7 @@ def test_pallas_bf16_error_no_worse_than_dense():
 
 
 def test_pallas_filter_matches_xla_filter():
-    from keras_encdec.losses.linear_cross_entropy_test import (
+    from keras_encdec.losses.ce_testing import (
         check_filter_matches_xla,
     )
 
@@ -49,7 +49,7 @@ def test_pallas_filter_matches_xla_filter():
 
 def test_embedding_gradient_in_vocabulary_groups(monkeypatch):
     from keras_encdec.losses import pallas_kernel
-    from keras_encdec.losses.linear_cross_entropy_test import (
+    from keras_encdec.losses.ce_testing import (
         check_vocabulary_groups,
     )
 

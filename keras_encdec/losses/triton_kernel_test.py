@@ -52,7 +52,7 @@ inner = pytest.mark.skipif(not IN_SUBPROCESS,
 
 @inner
 def test_inner_matches_float64_reference():
-    from keras_encdec.losses.linear_cross_entropy_test import (
+    from keras_encdec.losses.ce_testing import (
         check_against_reference,
     )
 
@@ -61,7 +61,7 @@ def test_inner_matches_float64_reference():
 
 @inner
 def test_inner_weights_all_ignored_and_filter():
-    from keras_encdec.losses.linear_cross_entropy_test import (
+    from keras_encdec.losses.ce_testing import (
         check_against_reference,
         check_filter_matches_xla,
     )
@@ -74,7 +74,7 @@ def test_inner_weights_all_ignored_and_filter():
 
 @inner
 def test_inner_bf16_error_no_worse_than_dense():
-    from keras_encdec.losses.linear_cross_entropy_test import bf16_errors
+    from keras_encdec.losses.ce_testing import bf16_errors
 
     dense_errors, want = bf16_errors("dense")
     triton_errors, _ = bf16_errors("triton")
@@ -85,7 +85,7 @@ def test_inner_bf16_error_no_worse_than_dense():
 @inner
 def test_inner_embedding_gradient_in_vocabulary_groups(monkeypatch):
     from keras_encdec.losses import triton_kernel
-    from keras_encdec.losses.linear_cross_entropy_test import (
+    from keras_encdec.losses.ce_testing import (
         check_vocabulary_groups,
     )
 

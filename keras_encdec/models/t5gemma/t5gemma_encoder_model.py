@@ -9,7 +9,6 @@ from keras_encdec.api import register
 from keras_encdec.models.stack_config import StackConfig
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import _make_layers
-from keras_encdec.models.t5gemma.t5gemma_backbone import scale_embeddings
 from keras_encdec.models.t5gemma.t5gemma_block import check_remat
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization

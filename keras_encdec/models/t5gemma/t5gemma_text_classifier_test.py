@@ -1,7 +1,6 @@
 """T5GemmaTextClassifier: parity with transformers' sequence classifier in
 both modes, bit-identical export, own presets and clear errors."""
 
-import os
 
 import keras
 import numpy as np
