@@ -332,3 +332,15 @@ def make_transformers_t5gemma2_classifier(
                 torch.randn(parameter.shape, generator=generator) * scale
             )
     return model
+
+
+def seq2seq_inputs(ids, mask, encoder_length=7):
+    """A backbone input dict whose encoder reads the first `encoder_length`
+    tokens of `ids` and whose decoder reads all of them (adaptation tests:
+    the same text on both sides)."""
+    return {
+        "encoder_token_ids": ids[:, :encoder_length],
+        "encoder_padding_mask": mask[:, :encoder_length],
+        "decoder_token_ids": ids,
+        "decoder_padding_mask": mask,
+    }

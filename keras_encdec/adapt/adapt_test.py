@@ -12,17 +12,9 @@ from keras_encdec.adapt.conftest import WINDOW
 from keras_encdec.adapt.conftest import token_batch
 from keras_encdec.adapt.verify import causal_encoder_hidden_states
 from keras_encdec.adapt.verify import max_abs_difference
+from keras_encdec.testing import seq2seq_inputs
 
 TOLERANCE = 1e-5
-
-
-def seq2seq_inputs(ids, mask, encoder_length=7):
-    return {
-        "encoder_token_ids": ids[:, :encoder_length],
-        "encoder_padding_mask": mask[:, :encoder_length],
-        "decoder_token_ids": ids,
-        "decoder_padding_mask": mask,
-    }
 
 
 @pytest.fixture(scope="module")

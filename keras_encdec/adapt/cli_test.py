@@ -7,7 +7,7 @@ import pytest
 
 from keras_encdec import __main__ as cli_main
 from keras_encdec.adapt.conftest import ADAPT_SEED
-from keras_encdec.adapt.adapt_test import seq2seq_inputs
+from keras_encdec.testing import seq2seq_inputs
 from keras_encdec.adapt.conftest import token_batch
 from keras_encdec.adapt.verify import max_abs_difference
 from keras_encdec.models import T5GemmaSeq2SeqLM
