@@ -49,6 +49,15 @@ def unsupported_reason(lm):
     if not getattr(lm, "use_fast_decode", True):
         return "lm.use_fast_decode is False"
     backbone = lm.backbone
+    from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+
+    if type(backbone) is not T5GemmaBackbone:
+        # T5Gemma 2's merged attention has no functional step yet; its
+        # decode keeps the Keras layer path (same tokens, slower on torch).
+        return (
+            f"the functional step covers T5GemmaBackbone only; received "
+            f"{type(backbone).__name__}"
+        )
     layers = [backbone.decoder_token_embedding, backbone.decoder_norm]
     for block in backbone.decoder_layers:
         layers.extend(block._flatten_layers(include_self=False))
