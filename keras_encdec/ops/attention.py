@@ -48,7 +48,7 @@ torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
 import keras
 from keras import ops
 
-from keras_encdec.ops.attention_parts import MASKED_LOGIT
+from keras_encdec.ops.softmax_parts import MASKED_LOGIT
 from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import window_from_options

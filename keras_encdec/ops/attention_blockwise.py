@@ -24,9 +24,9 @@ are filled in `attention_parts.combine_parts`.
 
 from keras import ops
 
-from keras_encdec.ops.attention_parts import FULLY_MASKED_THRESHOLD
-from keras_encdec.ops.attention_parts import MASKED_LOGIT
-from keras_encdec.ops.attention_parts import combine_parts
+from keras_encdec.ops.softmax_parts import FULLY_MASKED_THRESHOLD
+from keras_encdec.ops.softmax_parts import MASKED_LOGIT
+from keras_encdec.ops.softmax_parts import combine_parts
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import window_from_options
 DEFAULT_BLOCK_Q = 256

@@ -26,8 +26,8 @@ import functools
 import torch
 from torch.nn.attention import flex_attention as flex
 
-from keras_encdec.ops.attention_parts import MASKED_LOGIT
-from keras_encdec.ops.attention_parts import combine_parts
+from keras_encdec.ops.softmax_parts import MASKED_LOGIT
+from keras_encdec.ops.softmax_parts import combine_parts
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import visible
 from keras_encdec.ops.mask_rule import window_from_options

@@ -37,9 +37,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from keras_encdec.ops.attention_parts import FULLY_MASKED_THRESHOLD
-from keras_encdec.ops.attention_parts import MASKED_LOGIT
-from keras_encdec.ops.attention_parts import combine_parts
+from keras_encdec.ops.softmax_parts import FULLY_MASKED_THRESHOLD
+from keras_encdec.ops.softmax_parts import MASKED_LOGIT
+from keras_encdec.ops.softmax_parts import combine_parts
 from keras_encdec.ops.mask_rule import PAD_CODE
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import visible

@@ -12,11 +12,7 @@ with no visible key at all is handled: like `"dense"` (finite masked
 logits), it gets the uniform average of every value of every key set.
 """
 
-from keras import ops
-
-MASKED_LOGIT = -1e30
-# A log-sum-exp below this means the row saw no key.
-FULLY_MASKED_THRESHOLD = -1e29
+from keras_encdec.ops.softmax_parts import combine_parts
 
 
 def _part_function(impl):
@@ -57,33 +53,3 @@ def attend_parts(impl, query, parts, *, scale, soft_cap=None, **options):
                     **options) for key, value, rule in parts]
     return combine_parts(results, [value for _, value, _ in parts],
                          query.dtype)
-
-
-def combine_parts(results, values, dtype):
-    """Merges `(out, lse)` parts into one softmax; fills fully masked rows.
-
-    Args:
-        results: list of `(out [B, T, N, H], lse [B, T, N])`, float32.
-        values: list of the parts' values `[B, S_i, K, H]`.
-        dtype: the output dtype.
-
-    Returns:
-        A tensor `[B, T, N, H]` in `dtype`.
-    """
-    if len(results) == 1:
-        out, lse = results[0]
-    else:
-        lses = ops.stack([lse for _, lse in results], axis=0)
-        lse = ops.logsumexp(lses, axis=0)
-        out = 0.0
-        for part_out, part_lse in results:
-            weight = ops.exp(part_lse - lse)[..., None]
-            out = out + weight * ops.cast(part_out, "float32")
-    fully_masked = lse < FULLY_MASKED_THRESHOLD  # [B, T, N]
-    total = sum(value.shape[1] for value in values)
-    mean = sum(ops.sum(ops.cast(value, "float32"), axis=1)
-               for value in values) / total  # [B, K, H]
-    groups = out.shape[2] // values[0].shape[2]
-    mean = ops.repeat(mean, groups, axis=1)[:, None]  # [B, 1, N, H]
-    out = ops.where(fully_masked[..., None], mean, ops.cast(out, "float32"))
-    return ops.cast(out, dtype)

@@ -6,6 +6,7 @@ from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
 from keras_encdec.convert import classifier_preset
+from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma import t5gemma_classifier_common as common
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_encoder_model import last_token_index
@@ -17,7 +18,9 @@ from keras_encdec.models.t5gemma.t5gemma_text_classifier_preprocessor import (
 
 
 @register
-class T5GemmaTextClassifier(common.T5GemmaClassifierMixin, TextClassifier):
+class T5GemmaTextClassifier(
+    common.T5GemmaClassifierMixin, ShuffledFitMixin, TextClassifier
+):
     """T5Gemma sequence classifier, encoder-only or encoder-decoder.
 
     Computes exactly what transformers' `T5GemmaForSequenceClassification`

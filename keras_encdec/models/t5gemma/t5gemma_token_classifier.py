@@ -6,6 +6,7 @@ from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
 from keras_encdec.convert import classifier_preset
+from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma import t5gemma_classifier_common as common
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
@@ -15,7 +16,9 @@ from keras_encdec.models.t5gemma.t5gemma_token_classifier_preprocessor import (
 
 
 @register
-class T5GemmaTokenClassifier(common.T5GemmaClassifierMixin, Task):
+class T5GemmaTokenClassifier(
+    common.T5GemmaClassifierMixin, ShuffledFitMixin, Task
+):
     """T5Gemma per-token classifier, encoder-only or encoder-decoder.
 
     Computes exactly what transformers' `T5GemmaForTokenClassification`
