@@ -344,3 +344,25 @@ def seq2seq_inputs(ids, mask, encoder_length=7):
         "decoder_token_ids": ids,
         "decoder_padding_mask": mask,
     }
+
+
+# Unbalanced widths, GQA 4:1 in the decoder, windows of 3 (shorter than the
+# test sequences) and the default soft-caps: the generation tests' model.
+UNBALANCED_GQA_CONFIG = dict(
+    vocabulary_size=64,
+    encoder_hidden_dim=32,
+    encoder_intermediate_dim=48,
+    encoder_num_layers=2,
+    encoder_num_heads=4,
+    encoder_num_kv_heads=2,
+    encoder_head_dim=8,
+    decoder_hidden_dim=24,
+    decoder_intermediate_dim=40,
+    decoder_num_layers=2,
+    decoder_num_heads=4,
+    decoder_num_kv_heads=1,
+    decoder_head_dim=6,
+    encoder_sliding_window=3,
+    decoder_sliding_window=3,
+    initializer_range=0.3,
+)

@@ -11,25 +11,9 @@ from keras_encdec.models import T5GemmaBackbone
 from keras_encdec.models import T5GemmaSeq2SeqLM
 from keras_encdec.models import T5GemmaSeq2SeqLMPreprocessor
 from keras_encdec.models import T5GemmaTokenizer
+from keras_encdec.testing import UNBALANCED_GQA_CONFIG
 
-CONFIG = dict(
-    vocabulary_size=64,
-    encoder_hidden_dim=32,
-    encoder_intermediate_dim=48,
-    encoder_num_layers=2,
-    encoder_num_heads=4,
-    encoder_num_kv_heads=2,
-    encoder_head_dim=8,
-    decoder_hidden_dim=24,
-    decoder_intermediate_dim=40,
-    decoder_num_layers=2,
-    decoder_num_heads=4,
-    decoder_num_kv_heads=1,
-    decoder_head_dim=6,
-    encoder_sliding_window=3,
-    decoder_sliding_window=3,
-    initializer_range=0.3,
-)
+CONFIG = UNBALANCED_GQA_CONFIG
 # bf16 logits agree with fp32 to this fraction of the largest fp32 logit
 # (random std-0.3 weights, 2+2 blocks: measured 1.5-5.5% across backends).
 BF16_RELATIVE_TOLERANCE = 0.10
