@@ -18,6 +18,7 @@ from keras_encdec.losses.kl_testing import assert_close
 from keras_encdec.losses.kl_testing import make_problem
 from keras_encdec.losses.kl_testing import reference
 from keras_encdec.losses.kl_testing import value_and_grads
+from keras_encdec.losses import kl_token_chunked
 CASES = [
     # (impl, temperature, cap, teacher cap, reduction, chunk_size)
     ("xla", 1.0, None, None, "mean", None),
@@ -54,14 +55,53 @@ def test_matches_float64_reference(impl, temp, cap, t_cap, reduction, chunk):
     assert not np.any(got[3]) and not np.any(got[4])
 
 
+@pytest.mark.parametrize(
+    "temp, cap, t_cap, reduction, masked, rows",
+    [
+        (1.0, None, None, "mean", 0.25, 10),  # 97 = 9 * 10 + 7: padded
+        (2.0, 30.0, 20.0, "mean", 0.25, 16),
+        (0.7, 4.0, None, "sum", 0.5, 97),  # one chunk
+        (1.5, None, 5.0, "mean", 0.0, 8),  # no mask
+    ],
+)
+def test_token_chunks_with_fused_gradient_match_reference(
+    monkeypatch, temp, cap, t_cap, reduction, masked, rows
+):
+    """`impl="xla"` with a reduction and no `chunk_size` walks token
+    chunks and builds the gradient in the forward (kl_token_chunked.py)."""
+    monkeypatch.setattr(kl_token_chunked, "TOKEN_CHUNK_ELEMENTS", rows * V)
+    monkeypatch.setattr(kl_token_chunked, "TOKEN_CHUNK_MIN", 1)
+    assert kl_token_chunked.resolve_token_chunk(N, V) == rows
+    h, e, th, te, mask = make_problem(masked=masked)
+    mask = mask if masked else None
+
+    def loss_fn(h_, e_, th_, te_):
+        return linear_kl_divergence(
+            h_, e_, th_, te_, mask=mask, temperature=temp,
+            logit_soft_cap=cap, teacher_logit_soft_cap=t_cap,
+            reduction=reduction, impl="xla")
+
+    got = value_and_grads(loss_fn, h, e, th, te)
+    want = reference(h, e, th, te, mask, temp, cap, t_cap, reduction)
+    for g, w, name in zip(got, want, ("loss", "dh", "de")):
+        assert np.all(np.isfinite(g)), name
+        assert_close(g, w, name)
+    assert not np.any(got[3]) and not np.any(got[4])
+    # The upstream scales the fused gradient.
+    scaled = value_and_grads(lambda *a: 3.0 * loss_fn(*a), h, e, th, te)
+    assert_close(scaled[1], 3.0 * want[1], "3 dh")
+    assert_close(scaled[2], 3.0 * want[2], "3 de")
+
+
+@pytest.mark.parametrize("chunk", [64, None])
 @pytest.mark.parametrize("impl", ["xla", "dense"])
-def test_teacher_equal_student_gives_zero_loss_and_gradient(impl):
+def test_teacher_equal_student_gives_zero_loss_and_gradient(impl, chunk):
     h, e, _, _, mask = make_problem()
 
     def loss_fn(h_, e_, th_, te_):
         return linear_kl_divergence(
             h_, e_, th_, te_, mask=mask, temperature=1.3, logit_soft_cap=5.0,
-            teacher_logit_soft_cap=5.0, impl=impl, chunk_size=64)
+            teacher_logit_soft_cap=5.0, impl=impl, chunk_size=chunk)
 
     value, dh, de, _, _ = value_and_grads(loss_fn, h, e, h.copy(), e.copy())
     assert abs(float(value)) <= 1e-6
