@@ -7,9 +7,9 @@
 exported by `keras_encdec.training`, which builds on `models`).
 """
 
+from keras_encdec import weight_roles
 from keras_encdec.models import layout_map
 from keras_encdec.models import lora
-from keras_encdec.models import weight_roles
 
 
 class FineTuningMixin:
@@ -29,7 +29,7 @@ class FineTuningMixin:
         `"attention.query"` or `"mlp.down"`; weights outside the blocks
         (embeddings, final norms, the vision tower's embeddings and the
         projector) have index `None`. Each weight appears exactly once. See
-        `keras_encdec.models.weight_roles` for the vocabulary.
+        `keras_encdec.weight_roles` for the vocabulary.
 
         Returns:
             list of `(str, int or None, str, keras.Variable)`.

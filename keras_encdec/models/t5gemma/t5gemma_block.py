@@ -9,10 +9,10 @@ from keras_encdec.models.stack_config import SLIDING_ATTENTION
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaMLP
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
-from keras_encdec.models.weight_roles import ATTENTION
-from keras_encdec.models.weight_roles import MLP
-from keras_encdec.models.weight_roles import sandwich_roles
-from keras_encdec.models.weight_roles import sublayer_roles
+from keras_encdec.weight_roles import ATTENTION
+from keras_encdec.weight_roles import MLP
+from keras_encdec.weight_roles import sandwich_roles
+from keras_encdec.weight_roles import sublayer_roles
 
 
 def check_layer_type(layer_type, sliding_window):
@@ -147,7 +147,7 @@ class T5GemmaBlock(keras.layers.Layer):
         `attention.*` (the self- or, in a T5Gemma 2 decoder, merged
         attention: projections, QK norms when present, `pre_norm` and
         `post_norm`) and `mlp.*` (`gate`, `up`, `down` and its norms); see
-        `keras_encdec.models.weight_roles`.
+        `keras_encdec.weight_roles`.
 
         Returns:
             dict of role name -> `keras.Variable`.

@@ -5,9 +5,9 @@ import keras
 from keras_encdec.api import register
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_block import T5GemmaBlock
-from keras_encdec.models.weight_roles import CROSS_ATTENTION
-from keras_encdec.models.weight_roles import sandwich_roles
-from keras_encdec.models.weight_roles import sublayer_roles
+from keras_encdec.weight_roles import CROSS_ATTENTION
+from keras_encdec.weight_roles import sandwich_roles
+from keras_encdec.weight_roles import sublayer_roles
 
 
 @register

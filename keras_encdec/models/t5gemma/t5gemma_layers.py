@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_encdec.api import register
-from keras_encdec.models.weight_roles import projection_kernel
+from keras_encdec.weight_roles import projection_kernel
 
 
 def kernel_initializer(initializer_range):

@@ -214,7 +214,7 @@ class T5Gemma2VisionEncoder(keras.layers.Layer):
 
     def block_weight_roles(self):
         """One `{role: variable}` per SigLIP block of the tower, in the
-        block vocabulary of `keras_encdec.models.weight_roles` (`.bias`
+        block vocabulary of `keras_encdec.weight_roles` (`.bias`
         for biases and layer-norm offsets)."""
         tables = []
         for block in self.tower.resblocks:

@@ -141,7 +141,8 @@ def model_weight_roles(model):
     for stack, role, variable in model.non_block_weight_roles():
         yield stack, None, role, variable
     for stack in STACKS:
-        for index, block in enumerate(getattr(model, f"{stack}_layers", ())):
+        blocks = getattr(model, f"{stack}_layers", None) or ()
+        for index, block in enumerate(blocks):
             for role, variable in block.weight_roles().items():
                 yield stack, index, role, variable
     vision = getattr(model, "vision_encoder", None)
@@ -149,3 +150,24 @@ def model_weight_roles(model):
         for index, block_roles in enumerate(vision.block_weight_roles()):
             for role, variable in block_roles.items():
                 yield "vision", index, role, variable
+
+
+def block_weight_roles(model):
+    """Yields `(stack, layer_index, role, variable)` for the block weights
+    of `model` and of every model it holds (a task's backbone, a
+    classifier's encoder), each block once.
+
+    Args:
+        model: a `keras.Layer` whose layers include objects with
+            `encoder_layers` / `decoder_layers` lists of blocks.
+    """
+    seen = set()
+    for layer in model._flatten_layers(include_self=True):
+        for stack in STACKS:
+            blocks = getattr(layer, f"{stack}_layers", None) or ()
+            for index, block in enumerate(blocks):
+                if id(block) in seen:
+                    continue
+                seen.add(id(block))
+                for role, variable in block.weight_roles().items():
+                    yield stack, index, role, variable
