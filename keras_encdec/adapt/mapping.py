@@ -18,11 +18,14 @@ import logging
 import numpy as np
 
 from keras_encdec.adapt.source_types import AdaptationError
-from keras_encdec.adapt.source_types import ATTENTION_ROLES
 from keras_encdec.adapt.source_types import FAMILY_NAMES
+from keras_encdec.adapt.source_types import GLOBAL_ROLES
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
 from keras_encdec.models.stack_config import StackConfig
+from keras_encdec.weight_roles import ATTENTION
+from keras_encdec.weight_roles import CROSS_ATTENTION
+from keras_encdec.weight_roles import split_role
 
 logger = logging.getLogger(__name__)
 
@@ -129,55 +132,56 @@ def count_params(kwargs):
     return total
 
 
-def _layer_targets(layer):
-    """Role -> variable of a T5Gemma or T5Gemma 2 block (T5Gemma 2's
-    attention adds the query/key norms)."""
-    attention = layer.self_attention
-    targets = {
-        "query": attention.query_dense.kernel,
-        "key": attention.key_dense.kernel,
-        "value": attention.value_dense.kernel,
-        "output": attention.output_dense.kernel,
-        "pre_attention_norm": layer.pre_self_attention_norm.scale,
-        "post_attention_norm": layer.post_self_attention_norm.scale,
-        "pre_ffw_norm": layer.pre_ffw_norm.scale,
-        "post_ffw_norm": layer.post_ffw_norm.scale,
-        "gate": layer.mlp.gating.kernel,
-        "up": layer.mlp.gating_2.kernel,
-        "down": layer.mlp.linear.kernel,
-    }
-    if hasattr(attention, "query_norm"):
-        targets["query_norm"] = attention.query_norm.scale
-        targets["key_norm"] = attention.key_norm.scale
-    return targets
+# Block role of ours -> the decoder-only source's role (`source_types`).
+# A T5Gemma cross-attention role reads its `attention.*` counterpart.
+SOURCE_ROLES = {
+    "attention.query": "query",
+    "attention.key": "key",
+    "attention.value": "value",
+    "attention.output": "output",
+    "attention.query_norm": "query_norm",
+    "attention.key_norm": "key_norm",
+    "attention.pre_norm": "pre_attention_norm",
+    "attention.post_norm": "post_attention_norm",
+    "mlp.pre_norm": "pre_ffw_norm",
+    "mlp.post_norm": "post_ffw_norm",
+    "mlp.gate": "gate",
+    "mlp.up": "up",
+    "mlp.down": "down",
+}
 
 
-def shares_embedding(backbone):
-    """Whether encoder and decoder use one table (T5Gemma 2)."""
-    return backbone.decoder_token_embedding is backbone.token_embedding
+def _source_role(role):
+    """The source role that fills block role `role`."""
+    sublayer, weight = split_role(role)
+    if sublayer == CROSS_ATTENTION:
+        role = f"{ATTENTION}.{weight}"
+    if role not in SOURCE_ROLES:
+        raise AdaptationError(
+            f"No decoder-only Gemma weight fills the block weight role "
+            f"{role!r}. Expected roles among {sorted(SOURCE_ROLES)}."
+        )
+    return SOURCE_ROLES[role]
+
+
+def _is_cross(role):
+    return split_role(role)[0] == CROSS_ATTENTION
 
 
 def _stack_targets(backbone, side):
-    """`[(variable, role, layer)]` for one stack of the backbone. A shared
-    table (T5Gemma 2) is the decoder's: it is also the LM head."""
-    if side == "encoder":
-        layers = backbone.encoder_layers
-        targets = [(backbone.encoder_norm.scale, "final_norm", None)]
-        if not shares_embedding(backbone):
-            targets.append(
-                (backbone.token_embedding.embeddings, "embedding", None)
-            )
-    else:
-        layers = backbone.decoder_layers
-        embedding = backbone.decoder_token_embedding
-        targets = [
-            (embedding.embeddings, "embedding", None),
-            (backbone.decoder_norm.scale, "final_norm", None),
-        ]
-        if not backbone.tie_word_embeddings:
-            targets.append((embedding.reverse_embeddings, "lm_head", None))
-    for i, layer in enumerate(layers):
-        targets += [(v, role, i) for role, v in _layer_targets(layer).items()]
+    """`[(variable, source role, layer)]` for one stack of the backbone, from
+    its weight roles. Cross-attention and weights outside the blocks that
+    a decoder-only Gemma lacks (T5Gemma 2's `embedding.eoi`) are left out;
+    a table both stacks share is listed under the decoder."""
+    targets = []
+    for stack, index, role, variable in backbone.weight_roles():
+        if stack != side:
+            continue
+        if index is None:
+            if role in GLOBAL_ROLES:
+                targets.append((variable, role, None))
+        elif not _is_cross(role):
+            targets.append((variable, _source_role(role), index))
     return targets
 
 
@@ -206,46 +210,36 @@ def _assign_stack(backbone, side, source):
     return assign
 
 
-def _cross_targets(layer):
-    attention = layer.cross_attention
-    return {
-        "query": attention.query_dense.kernel,
-        "key": attention.key_dense.kernel,
-        "value": attention.value_dense.kernel,
-        "output": attention.output_dense.kernel,
-        "pre_attention_norm": layer.pre_cross_attention_norm.scale,
-        "post_attention_norm": layer.post_cross_attention_norm.scale,
-    }
+def _cross_targets(backbone):
+    """`[(variable, source role, layer)]` of every cross-attention weight."""
+    return [
+        (variable, _source_role(role), index)
+        for _, index, role, variable in backbone.weight_roles()
+        if _is_cross(role)
+    ]
 
 
 def cross_attention_variables(backbone):
     """Every cross-attention weight (projections and their norms)."""
-    return [
-        v for layer in backbone.decoder_layers
-        for v in _cross_targets(layer).values()
-    ]
+    return [variable for variable, _, _ in _cross_targets(backbone)]
 
 
 def _init_cross_attention(backbone, init, decoder):
+    targets = _cross_targets(backbone)
     if init == "self_attention":
-        roles = ATTENTION_ROLES + ("pre_attention_norm", "post_attention_norm")
-        names = [
-            decoder.tensor(role, i)[0]
-            for i in range(len(backbone.decoder_layers)) for role in roles
-        ]
+        names = [decoder.tensor(role, i)[0] for _, role, i in targets]
         with WeightAssigner(
             decoder.read, names, total=len(names),
             description="Copying self- to cross-attention",
         ) as assign:
-            for i, layer in enumerate(backbone.decoder_layers):
-                for role, variable in _cross_targets(layer).items():
-                    name, transform = decoder.tensor(role, i)
-                    assign(variable, name, transform)
+            for variable, role, i in targets:
+                name, transform = decoder.tensor(role, i)
+                assign(variable, name, transform)
         return
     if init == "zeros":
-        for layer in backbone.decoder_layers:
-            kernel = layer.cross_attention.output_dense.kernel
-            kernel.assign(np.zeros(kernel.shape, "float32"))
+        for _, _, role, kernel in backbone.weight_roles():
+            if role == f"{CROSS_ATTENTION}.output":
+                kernel.assign(np.zeros(kernel.shape, "float32"))
     logger.info(
         "Cross-attention keeps its fresh random init%s.",
         " with a zero output projection" if init == "zeros" else "",
@@ -262,12 +256,16 @@ def load_adapted_weights(backbone, encoder, decoder, cross_attention_init):
     """
     encoder_assign = _assign_stack(backbone, "encoder", encoder)
     decoder_assign = _assign_stack(backbone, "decoder", decoder)
-    if shares_embedding(backbone):
-        fresh = [backbone.token_embedding.eoi_embedding]
-    else:
+    if cross_attention_variables(backbone):
         _init_cross_attention(backbone, cross_attention_init, decoder)
-        fresh = cross_attention_variables(backbone)
-    fresh = {id(v) for v in fresh}
+    # Cross-attention has its own pass (or keeps its init), and weights a
+    # decoder-only Gemma lacks keep their init; the stack passes set all
+    # the others.
+    fresh = {
+        id(variable)
+        for _, index, role, variable in backbone.weight_roles()
+        if _is_cross(role) or (index is None and role not in GLOBAL_ROLES)
+    }
     encoder_assign.assigned |= decoder_assign.assigned
     check_all_assigned(
         [v for v in backbone.weights if id(v) not in fresh], encoder_assign

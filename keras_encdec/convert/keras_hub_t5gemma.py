@@ -32,8 +32,10 @@ import numpy as np
 
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import read_json_config
+from keras_encdec.convert.transformers_t5gemma import SANDWICH_NORM_TENSORS
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
+from keras_encdec.convert.weight_mapping import named_block_roles
 from keras_encdec.models.stack_config import StackConfig
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,22 @@ _OTHER_KEYS = {
     "dtype",
     "attention_bias",
     "cross_attention_hidden_size",
+}
+# Block role -> the layer holding it inside a keras-hub block (its one
+# variable is `vars/0`).
+BLOCK_TENSORS = {
+    "attention.query": "self_attn/query_dense",
+    "attention.key": "self_attn/key_dense",
+    "attention.value": "self_attn/value_dense",
+    "attention.output": "self_attn/output_dense",
+    "cross_attention.query": "cross_attn/query_dense",
+    "cross_attention.key": "cross_attn/key_dense",
+    "cross_attention.value": "cross_attn/value_dense",
+    "cross_attention.output": "cross_attn/output_dense",
+    **SANDWICH_NORM_TENSORS,
+    "mlp.gate": "mlp/gate_proj",
+    "mlp.up": "mlp/up_proj",
+    "mlp.down": "mlp/down_proj",
 }
 # Keras 3 names of the backbone's own layers in the weights file.
 _ENCODER_LAYER = "t5_gemma_encoder_layer"
@@ -301,37 +319,10 @@ def weight_map(backbone):
     ):
         for i, layer in enumerate(layers):
             prefix = f"layers/{_numbered(hub_name, i)}"
-            attentions = [("self_attn", layer.self_attention)]
-            norms = [
-                ("pre_self_attn_layernorm", layer.pre_self_attention_norm),
-                ("post_self_attn_layernorm", layer.post_self_attention_norm),
-                ("pre_feedforward_layernorm", layer.pre_ffw_norm),
-                ("post_feedforward_layernorm", layer.post_ffw_norm),
-            ]
-            if hub_name == _DECODER_LAYER:
-                attentions.append(("cross_attn", layer.cross_attention))
-                norms += [
-                    ("pre_cross_attn_layernorm", layer.pre_cross_attention_norm),
-                    ("post_cross_attn_layernorm", layer.post_cross_attention_norm),
-                ]
-            for attention_name, attention in attentions:
-                for dense_name, dense in (
-                    ("query_dense", attention.query_dense),
-                    ("key_dense", attention.key_dense),
-                    ("value_dense", attention.value_dense),
-                    ("output_dense", attention.output_dense),
-                ):
-                    yield dense.kernel, (
-                        f"{prefix}/{attention_name}/{dense_name}/vars/0"
-                    )
-            for norm_name, norm in norms:
-                yield norm.scale, f"{prefix}/{norm_name}/vars/0"
-            for dense_name, dense in (
-                ("gate_proj", layer.mlp.gating),
-                ("up_proj", layer.mlp.gating_2),
-                ("down_proj", layer.mlp.linear),
+            for _, variable, name in named_block_roles(
+                layer, BLOCK_TENSORS, "keras-hub T5Gemma"
             ):
-                yield dense.kernel, f"{prefix}/mlp/{dense_name}/vars/0"
+                yield variable, f"{prefix}/{name}/vars/0"
 
 
 def load_keras_hub_weights(backbone, folder):

@@ -21,6 +21,9 @@ from keras_encdec.convert.safetensors_io import SafetensorsReader
 from keras_encdec.convert.safetensors_io import SafetensorsWriter
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
+from keras_encdec.convert.weight_mapping import named_block_roles
+from keras_encdec.weight_roles import MLP_PROJECTIONS
+from keras_encdec.weight_roles import split_role
 from keras_encdec.utils import atomic_save
 
 CONFIG_FILE = "config.json"
@@ -215,48 +218,61 @@ def _identity(w):
     return w
 
 
-def _layer_weight_map(layer, prefix, side):
-    """Yields the weight map entries of one encoder or decoder block."""
-    attentions = [("self_attn", layer.self_attention)]
-    norms = [
-        ("pre_self_attn_layernorm", layer.pre_self_attention_norm),
-        ("post_self_attn_layernorm", layer.post_self_attention_norm),
-        ("pre_feedforward_layernorm", layer.pre_ffw_norm),
-        ("post_feedforward_layernorm", layer.post_ffw_norm),
-    ]
-    if side == "decoder":
-        attentions.append(("cross_attn", layer.cross_attention))
-        norms += [
-            ("pre_cross_attn_layernorm", layer.pre_cross_attention_norm),
-            ("post_cross_attn_layernorm", layer.post_cross_attention_norm),
-        ]
-    for hf_name, attention in attentions:
-        heads, kv_heads = attention.num_heads, attention.num_kv_heads
-        head_dim = attention.head_dim
-        base = f"{prefix}.{hf_name}"
-        yield attention.query_dense.kernel, f"{base}.q_proj.weight", (
-            _heads_in(heads, head_dim)
-        ), _heads_in_back
-        yield attention.key_dense.kernel, f"{base}.k_proj.weight", (
-            _heads_in(kv_heads, head_dim)
-        ), _heads_in_back
-        yield attention.value_dense.kernel, f"{base}.v_proj.weight", (
-            _heads_in(kv_heads, head_dim)
-        ), _heads_in_back
-        yield attention.output_dense.kernel, f"{base}.o_proj.weight", (
-            _heads_out(heads, head_dim)
-        ), _heads_out_back
-    for hf_name, norm in norms:
-        yield norm.scale, f"{prefix}.{hf_name}.weight", _identity, _identity
-    mlp = layer.mlp
-    for hf_name, dense in (
-        ("gate_proj", mlp.gating),
-        ("up_proj", mlp.gating_2),
-        ("down_proj", mlp.linear),
+# Sandwich-norm role -> its name in a block, in transformers and keras-hub.
+SANDWICH_NORM_TENSORS = {
+    "attention.pre_norm": "pre_self_attn_layernorm",
+    "attention.post_norm": "post_self_attn_layernorm",
+    "mlp.pre_norm": "pre_feedforward_layernorm",
+    "mlp.post_norm": "post_feedforward_layernorm",
+    "cross_attention.pre_norm": "pre_cross_attn_layernorm",
+    "cross_attention.post_norm": "post_cross_attn_layernorm",
+}
+# Block role -> transformers tensor under `<stack>.layers.<i>.` (T5Gemma and
+# T5Gemma 2 name them alike; the merged attention is `self_attn`). The order
+# is the order tensors are written in.
+BLOCK_TENSORS = {
+    "attention.query": "self_attn.q_proj",
+    "attention.key": "self_attn.k_proj",
+    "attention.value": "self_attn.v_proj",
+    "attention.output": "self_attn.o_proj",
+    "cross_attention.query": "cross_attn.q_proj",
+    "cross_attention.key": "cross_attn.k_proj",
+    "cross_attention.value": "cross_attn.v_proj",
+    "cross_attention.output": "cross_attn.o_proj",
+    "attention.query_norm": "self_attn.q_norm",
+    "attention.key_norm": "self_attn.k_norm",
+    **SANDWICH_NORM_TENSORS,
+    "mlp.gate": "mlp.gate_proj",
+    "mlp.up": "mlp.up_proj",
+    "mlp.down": "mlp.down_proj",
+}
+
+
+def _role_layouts(role, variable):
+    """`(to_keras, to_hf)` of one block weight, from its role and shape."""
+    _, weight = split_role(role)
+    if weight in ("query", "key", "value"):  # [d, heads, head_dim]
+        return _heads_in(*variable.shape[1:]), _heads_in_back
+    if weight == "output":  # [heads, head_dim, d]
+        return _heads_out(*variable.shape[:2]), _heads_out_back
+    if weight in MLP_PROJECTIONS:
+        return _transpose, _transpose
+    return _identity, _identity
+
+
+def block_weight_map(block, prefix):
+    """Yields `(variable, hf_name, to_keras, to_hf)` for every weight of
+    one block, read from its `weight_roles()`.
+
+    Args:
+        block: a T5Gemma or T5Gemma 2 encoder or decoder block.
+        prefix: str. E.g. `"model.decoder.layers.3"`.
+    """
+    for role, variable, name in named_block_roles(
+        block, BLOCK_TENSORS, "transformers"
     ):
-        yield dense.kernel, f"{prefix}.mlp.{hf_name}.weight", (
-            _transpose
-        ), _transpose
+        to_keras, to_hf = _role_layouts(role, variable)
+        yield variable, f"{prefix}.{name}.weight", to_keras, to_hf
 
 
 def encoder_weight_map(model, prefix="model.encoder"):
@@ -274,7 +290,7 @@ def encoder_weight_map(model, prefix="model.encoder"):
         _identity
     ), _identity
     for i, layer in enumerate(model.encoder_layers):
-        yield from _layer_weight_map(layer, f"{prefix}.layers.{i}", "encoder")
+        yield from block_weight_map(layer, f"{prefix}.layers.{i}")
 
 
 def weight_map(backbone):
@@ -295,7 +311,7 @@ def weight_map(backbone):
         _identity
     ), _identity
     for i, layer in enumerate(backbone.decoder_layers):
-        yield from _layer_weight_map(layer, f"model.decoder.layers.{i}", "decoder")
+        yield from block_weight_map(layer, f"model.decoder.layers.{i}")
 
 
 def load_transformers_weights(backbone, folder):
@@ -327,6 +343,17 @@ def load_mapping(model, mapping, folder, ignored=(), description=None):
 def export_task(lm, path, max_shard_bytes=2 * 1024**3, overwrite=False):
     """Writes `lm` (a `T5GemmaSeq2SeqLM` or subclass) as a transformers folder,
     atomically (see `T5GemmaSeq2SeqLM.export_to_transformers`)."""
+    adapted = [
+        layer.path
+        for layer in lm.backbone._flatten_layers(include_self=False)
+        if getattr(layer, "lora_enabled", False)
+    ]
+    if adapted:
+        raise ValueError(
+            f"LoRA is enabled on {len(adapted)} projections (e.g. "
+            f"{adapted[0]!r}); transformers checkpoints hold plain kernels. "
+            "Call `backbone.merge_lora()` first, then export."
+        )
     needed = atomic_save.variables_nbytes(lm.backbone.weights)
     with atomic_save.atomic_folder(path, overwrite, needed) as staging:
         _write_task(lm, staging, max_shard_bytes)

@@ -23,13 +23,10 @@ from keras_encdec.convert.safetensors_io import SafetensorsWriter
 from keras_encdec.convert.safetensors_io import read_json_config
 from keras_encdec.convert.transformers_t5gemma import _ACTIVATIONS
 from keras_encdec.convert.transformers_t5gemma import _HF_ACTIVATIONS
-from keras_encdec.convert.transformers_t5gemma import _heads_in
-from keras_encdec.convert.transformers_t5gemma import _heads_in_back
-from keras_encdec.convert.transformers_t5gemma import _heads_out
-from keras_encdec.convert.transformers_t5gemma import _heads_out_back
 from keras_encdec.convert.transformers_t5gemma import _identity
 from keras_encdec.convert.transformers_t5gemma import _to_numpy
 from keras_encdec.convert.transformers_t5gemma import _transpose
+from keras_encdec.convert.transformers_t5gemma import block_weight_map
 from keras_encdec.convert.transformers_t5gemma import checkpoint_dtype
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
@@ -289,44 +286,7 @@ def weight_map(backbone):
     for side, layers, norm in sides:
         yield norm.scale, f"model.{side}.norm.weight", _identity, _identity
         for i, layer in enumerate(layers):
-            prefix = f"model.{side}.layers.{i}"
-            attention = layer.self_attention
-            heads, kv_heads = attention.num_heads, attention.num_kv_heads
-            head_dim = attention.head_dim
-            base = f"{prefix}.self_attn"
-            for dense, name, count in (
-                (attention.query_dense, "q_proj", heads),
-                (attention.key_dense, "k_proj", kv_heads),
-                (attention.value_dense, "v_proj", kv_heads),
-            ):
-                yield dense.kernel, f"{base}.{name}.weight", _heads_in(
-                    count, head_dim
-                ), _heads_in_back
-            yield attention.output_dense.kernel, f"{base}.o_proj.weight", (
-                _heads_out(heads, head_dim)
-            ), _heads_out_back
-            for norm_layer, name in (
-                (attention.query_norm, "q_norm"),
-                (attention.key_norm, "k_norm"),
-                (layer.pre_self_attention_norm, "pre_self_attn_layernorm"),
-                (layer.post_self_attention_norm, "post_self_attn_layernorm"),
-                (layer.pre_ffw_norm, "pre_feedforward_layernorm"),
-                (layer.post_ffw_norm, "post_feedforward_layernorm"),
-            ):
-                hf_name = (
-                    f"{base}.{name}.weight"
-                    if name.endswith("_norm")
-                    else f"{prefix}.{name}.weight"
-                )
-                yield norm_layer.scale, hf_name, _identity, _identity
-            for dense, name in (
-                (layer.mlp.gating, "gate_proj"),
-                (layer.mlp.gating_2, "up_proj"),
-                (layer.mlp.linear, "down_proj"),
-            ):
-                yield dense.kernel, f"{prefix}.mlp.{name}.weight", (
-                    _transpose
-                ), _transpose
+            yield from block_weight_map(layer, f"model.{side}.layers.{i}")
 
 
 def _conv_in(w):

@@ -111,6 +111,29 @@ def _check_dtype(variable, value, source_name):
         )
 
 
+def named_block_roles(block, names, checkpoint):
+    """Yields `(role, variable, name)` for each weight role of `block`, in
+    the order of `names` (`{role: checkpoint tensor name}`), after checking
+    that every role the block declares has a name.
+
+    Args:
+        block: a layer with `weight_roles()` (see `keras_encdec.weight_roles`).
+        names: dict. Role -> the tensor's name in the checkpoint format.
+        checkpoint: str. The format, for the error message.
+    """
+    roles = block.weight_roles()
+    unknown = sorted(set(roles) - set(names))
+    if unknown:
+        raise ValueError(
+            f"Block '{block.name}' has weight roles that {checkpoint} "
+            f"checkpoints do not name: {unknown}. Expected roles among "
+            f"{sorted(names)}."
+        )
+    for role, name in names.items():
+        if role in roles:
+            yield role, roles[role], name
+
+
 def check_all_assigned(variables, assigner):
     """Raises unless every variable in `variables` was assigned."""
     missing = sorted(v.path for v in variables if v.path not in assigner.assigned)

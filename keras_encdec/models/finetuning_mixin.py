@@ -7,6 +7,7 @@
 exported by `keras_encdec.training`, which builds on `models`).
 """
 
+from keras_encdec import weight_roles
 from keras_encdec.models import layout_map
 from keras_encdec.models import lora
 
@@ -15,8 +16,52 @@ class FineTuningMixin:
     """Fine-tuning methods of a keras-encdec backbone (see the module).
 
     The backbone provides `encoder_layers` and `decoder_layers` (blocks with
-    a validating `remat` attribute).
+    a validating `remat` attribute and `weight_roles()`), `token_embedding`,
+    `decoder_token_embedding` (the same layer when the stacks share one
+    table), `encoder_norm`, `decoder_norm` and optionally `vision_encoder`.
     """
+
+    def weight_roles(self):
+        """Every weight with its role, as `(stack, layer_index, role,
+        variable)`.
+
+        Block weights carry their block's index and a role such as
+        `"attention.query"` or `"mlp.down"`; weights outside the blocks
+        (embeddings, final norms, the vision tower's embeddings and the
+        projector) have index `None`. Each weight appears exactly once. See
+        `keras_encdec.weight_roles` for the vocabulary.
+
+        Returns:
+            list of `(str, int or None, str, keras.Variable)`.
+
+        Examples:
+
+        >>> from keras_encdec.models import T5GemmaBackbone
+        >>> backbone = T5GemmaBackbone.from_preset("t5gemma_tiny_random")
+        >>> rows = backbone.weight_roles()
+        >>> len(rows) == len(backbone.weights)
+        True
+        >>> [row[:3] for row in rows if row[2] == "cross_attention.key"][0]
+        ('decoder', 0, 'cross_attention.key')
+        """
+        return list(weight_roles.model_weight_roles(self))
+
+    def non_block_weight_roles(self):
+        """Yields `(stack, role, variable)` for the weights outside the
+        blocks (see `weight_roles`)."""
+        shared = self.decoder_token_embedding is self.token_embedding
+        tables = [("decoder", self.decoder_token_embedding)]
+        if not shared:
+            tables.insert(0, ("encoder", self.token_embedding))
+        for stack, table in tables:
+            for role, variable in weight_roles.embedding_roles(table).items():
+                yield stack, role, variable
+        yield "encoder", "final_norm", self.encoder_norm.scale
+        yield "decoder", "final_norm", self.decoder_norm.scale
+        vision = getattr(self, "vision_encoder", None)
+        if vision is not None:
+            for role, variable in vision.weight_roles().items():
+                yield "vision", role, variable
 
     @property
     def remat(self):

@@ -8,25 +8,78 @@ kernel's leading dimensions; the small `lora_kernel_b` is replicated.
 
 A dimension sharded over an axis must be divisible by that axis' size:
 e.g. on a model axis of 8, `num_kv_heads` must be a multiple of 8.
+
+The rules are built from the weight roles (`keras_encdec.models.
+weight_roles`): each projection role's sharding (`SHARDING`) under its
+Keras layer name (`PROJECTION_LAYER_NAMES`), inside any `*attention` or
+`mlp` sublayer. The layout map is needed before a model exists (to create
+the weights sharded), so it is keyed by these names, not by variables.
 """
 
 import keras
 
-# (regex over variable paths, axes) with "model" / "data" placeholders.
-LAYOUT_RULES = (
-    # T5Gemma: encoder_/decoder_token_embedding; T5Gemma 2: token_embedding.
-    (r"(encoder_|decoder_)?token_embedding/embeddings", ("model", "data")),
-    (r"decoder_token_embedding/reverse_embeddings", ("data", "model")),
-    (r"attention/(query|key|value)/kernel", ("data", "model", None)),
-    (r"attention/attention_output/kernel", ("model", None, "data")),
-    (r"mlp/ffw_gating(_2)?/kernel", ("data", "model")),
-    (r"mlp/ffw_linear/kernel", ("model", "data")),
-    (r"attention/(query|key|value)/lora_kernel_a", ("data", "model", None)),
-    (r"attention/attention_output/lora_kernel_a", ("model", None, None)),
-    (r"mlp/ffw_gating(_2)?/lora_kernel_a", ("data", None)),
-    (r"mlp/ffw_linear/lora_kernel_a", ("model", None)),
-    (r"/lora_kernel_b", (None, None)),
-)
+from keras_encdec import weight_roles
+
+
+def _names_pattern(names):
+    """A regex for any of `names`: `"query"`, `"(query|key|value)"`, or a
+    shared stem with optional suffixes (`"ffw_gating(_2)?"`)."""
+    if len(names) == 1:
+        return names[0]
+    stem = min(names, key=len)
+    if all(name.startswith(stem) for name in names):
+        suffixes = [name[len(stem):] for name in names if name != stem]
+        return f"{stem}({'|'.join(suffixes)})?"
+    return f"({'|'.join(names)})"
+
+
+def _projection_groups():
+    """`[(sublayer pattern, layer names pattern, kernel axes)]`: projection
+    roles grouped by sublayer kind and sharding, in role order."""
+    groups = {}
+    for weights, sublayer in (
+        (weight_roles.ATTENTION_PROJECTIONS, "attention"),
+        (weight_roles.MLP_PROJECTIONS, weight_roles.MLP),
+    ):
+        for weight in weights:
+            key = (sublayer, weight_roles.SHARDING[weight])
+            name = weight_roles.PROJECTION_LAYER_NAMES[weight]
+            groups.setdefault(key, []).append(name)
+    return [
+        (sublayer, _names_pattern(names), axes)
+        for (sublayer, axes), names in groups.items()
+    ]
+
+
+def layout_rules():
+    """`((regex over variable paths, axes), ...)` with "model" / "data"
+    placeholders. LoRA's `lora_kernel_a` follows its kernel's leading axes;
+    `lora_kernel_b` is replicated."""
+    groups = _projection_groups()
+    return (
+        # T5Gemma: encoder_/decoder_token_embedding; T5Gemma 2:
+        # token_embedding.
+        (
+            r"(encoder_|decoder_)?token_embedding/embeddings",
+            weight_roles.SHARDING["embedding"],
+        ),
+        (
+            r"decoder_token_embedding/reverse_embeddings",
+            weight_roles.SHARDING["lm_head"],
+        ),
+        *(
+            (f"{sublayer}/{names}/kernel", axes)
+            for sublayer, names, axes in groups
+        ),
+        *(
+            (f"{sublayer}/{names}/lora_kernel_a", axes[:-1] + (None,))
+            for sublayer, names, axes in groups
+        ),
+        (r"/lora_kernel_b", (None, None)),
+    )
+
+
+LAYOUT_RULES = layout_rules()
 
 
 def get_layout_map(

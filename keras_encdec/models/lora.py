@@ -4,7 +4,9 @@ A LoRA target is one `EinsumDense` projection, named by its path in the
 backbone, e.g. `"decoder_layer_3/cross_attention/query"` or
 `"encoder_layer_0/mlp/ffw_linear"`. `resolve_lora_targets` turns a user
 `target` (a group name, aliases such as `"decoder.cross_attention"`, or glob
-patterns) into a sorted list of such paths.
+patterns) into a sorted list of such paths. Groups and whole stacks are
+selected by weight role (`keras_encdec.weight_roles`): every block
+projection the blocks declare, whatever its attribute or layer name.
 
 Adapter files (`*.lora.h5`) hold only the factors `lora_kernel_a` /
 `lora_kernel_b` of each target plus `rank`, `alpha` and the target list, so
@@ -19,6 +21,7 @@ import os
 import keras
 import numpy as np
 
+from keras_encdec import weight_roles
 from keras_encdec.errors import CheckpointError
 from keras_encdec.errors import TargetExistsError
 from keras_encdec.errors import WeightMismatchError
@@ -26,9 +29,16 @@ from keras_encdec.utils import atomic_save
 
 logger = logging.getLogger(__name__)
 
-ATTENTION_PROJECTIONS = ("query", "key", "value", "attention_output")
-MLP_PROJECTIONS = ("ffw_gating", "ffw_gating_2", "ffw_linear")
-SIDES = ("encoder", "decoder")
+# keras-hub's layer names of the projections, accepted as bare targets.
+ATTENTION_PROJECTIONS = tuple(
+    weight_roles.PROJECTION_LAYER_NAMES[name]
+    for name in weight_roles.ATTENTION_PROJECTIONS
+)
+MLP_PROJECTIONS = tuple(
+    weight_roles.PROJECTION_LAYER_NAMES[name]
+    for name in weight_roles.MLP_PROJECTIONS
+)
+SIDES = weight_roles.STACKS
 # "merged_attention": the decoder attention of T5Gemma 2 (self + cross).
 SUBLAYERS = ("self_attention", "cross_attention", "merged_attention", "mlp")
 TARGET_GROUPS = ("attention", "attention+mlp", "all")
@@ -49,13 +59,31 @@ def projection_layers(backbone):
     return layers
 
 
+def projection_roles(model):
+    """Returns `{path: (stack, role)}` for every block projection of `model`
+    (a backbone, an encoder model or a task holding one), as the blocks
+    declare them in `weight_roles()`."""
+    roles = {}
+    for stack, _, role, variable in weight_roles.block_weight_roles(model):
+        if weight_roles.is_projection(role):
+            roles[variable.path.rsplit("/", 1)[0]] = (stack, role)
+    return roles
+
+
+def _role_matches(item, path, roles):
+    """Whether a group or stack name `item` selects projection `path`."""
+    if path not in roles:
+        return False
+    stack, role = roles[path]
+    if item in SIDES:
+        return stack == item
+    sublayer, _ = weight_roles.split_role(role)
+    return item != "attention" or sublayer != weight_roles.MLP
+
+
 def _patterns(item):
-    """Glob patterns over projection paths for one `target` list item."""
-    if item in TARGET_GROUPS:
-        projections = ATTENTION_PROJECTIONS
-        if item != "attention":
-            projections = projections + MLP_PROJECTIONS
-        return [f"*/{name}" for name in projections if name]
+    """Glob patterns over projection paths for one `target` list item
+    (groups and stack names are matched by role instead)."""
     if "/" in item or any(char in item for char in "*?["):
         return [item]
     if "." in item:  # "decoder.cross_attention[.query]"
@@ -70,8 +98,6 @@ def _patterns(item):
                 "'decoder.cross_attention' or 'encoder.mlp.ffw_linear'."
             )
         return [f"{side}_layer_*/{sublayer}/{projection}"]
-    if item in SIDES:
-        return [f"{item}_layer_*/*/*"]
     # A bare layer name, as keras-hub passes them, nested or top-level (a
     # task's head, e.g. "score").
     return [f"*/{item}", item]
@@ -112,14 +138,18 @@ def resolve_lora_targets(backbone, target="attention"):
             f"target={target!r}."
         )
     layers = projection_layers(backbone)
+    roles = projection_roles(backbone)
     selected = set()
     for item in items:
-        matches = {
-            path
-            for pattern in _patterns(item)
-            for path in layers
-            if fnmatch.fnmatchcase(path, pattern)
-        }
+        if item in TARGET_GROUPS or item in SIDES:
+            matches = {p for p in layers if _role_matches(item, p, roles)}
+        else:
+            matches = {
+                path
+                for pattern in _patterns(item)
+                for path in layers
+                if fnmatch.fnmatchcase(path, pattern)
+            }
         if not matches:
             raise ValueError(
                 f"LoRA target {item!r} matches no projection. Paths look "

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_encdec.api import register
 from keras_encdec.models.t5gemma.t5gemma_layers import einsum_dense
+from keras_encdec.weight_roles import projection_kernel
 from keras_encdec.ops import apply_rotary_embedding, dot_product_attention
 from keras_encdec.utils.validation import check_positive_int
 from keras_encdec.utils.validation import check_positive_number
@@ -144,6 +145,16 @@ class T5GemmaAttention(keras.layers.Layer):
         self.output_dense.build(
             tuple(hidden_states_shape[:-1]) + (self.num_heads, self.head_dim)
         )
+
+    def weight_roles(self):
+        """`{weight: variable}`: the `query`, `key`, `value` and `output`
+        kernels (see `keras_encdec.weight_roles`)."""
+        return {
+            "query": projection_kernel(self.query_dense),
+            "key": projection_kernel(self.key_dense),
+            "value": projection_kernel(self.value_dense),
+            "output": projection_kernel(self.output_dense),
+        }
 
     def compute_key_value(self, kv_states, positions=None):
         """Projects `kv_states` to keys and values (RoPE on self-attention).

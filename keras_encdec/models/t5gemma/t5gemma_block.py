@@ -9,7 +9,10 @@ from keras_encdec.models.stack_config import SLIDING_ATTENTION
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaMLP
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
-
+from keras_encdec.weight_roles import ATTENTION
+from keras_encdec.weight_roles import MLP
+from keras_encdec.weight_roles import sandwich_roles
+from keras_encdec.weight_roles import sublayer_roles
 
 
 def check_layer_type(layer_type, sliding_window):
@@ -137,6 +140,29 @@ class T5GemmaBlock(keras.layers.Layer):
             )
             for position in ("pre", "post")
         )
+
+    def weight_roles(self):
+        """`{role: variable}` of every weight of this block.
+
+        `attention.*` (the self- or, in a T5Gemma 2 decoder, merged
+        attention: projections, QK norms when present, `pre_norm` and
+        `post_norm`) and `mlp.*` (`gate`, `up`, `down` and its norms); see
+        `keras_encdec.weight_roles`.
+
+        Returns:
+            dict of role name -> `keras.Variable`.
+        """
+        roles = sublayer_roles(ATTENTION, self.self_attention.weight_roles())
+        roles.update(
+            sandwich_roles(
+                ATTENTION,
+                self.pre_self_attention_norm,
+                self.post_self_attention_norm,
+            )
+        )
+        roles.update(sublayer_roles(MLP, self.mlp.weight_roles()))
+        roles.update(sandwich_roles(MLP, self.pre_ffw_norm, self.post_ffw_norm))
+        return roles
 
     def residual(self, hidden_states, update, training):
         """`hidden_states + dropout(update)`."""

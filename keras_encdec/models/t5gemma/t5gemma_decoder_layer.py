@@ -5,6 +5,9 @@ import keras
 from keras_encdec.api import register
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_block import T5GemmaBlock
+from keras_encdec.weight_roles import CROSS_ATTENTION
+from keras_encdec.weight_roles import sandwich_roles
+from keras_encdec.weight_roles import sublayer_roles
 
 
 @register
@@ -79,6 +82,21 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
             layer.build(hidden_states_shape)
         if encoder_output_shape is not None:
             self.cross_attention.build(hidden_states_shape, encoder_output_shape)
+
+    def weight_roles(self):
+        """The block roles plus `cross_attention.*` (projections and
+        sandwich norms)."""
+        roles = super().weight_roles()
+        cross = self.cross_attention.weight_roles()
+        roles.update(sublayer_roles(CROSS_ATTENTION, cross))
+        roles.update(
+            sandwich_roles(
+                CROSS_ATTENTION,
+                self.pre_cross_attention_norm,
+                self.post_cross_attention_norm,
+            )
+        )
+        return roles
 
     def compute_cross_key_value(self, encoder_output):
         """The cross-attention keys/values of `encoder_output` (generation

@@ -63,8 +63,91 @@ def pool(hidden_states, padding_mask, pooling):
     return ops.cast(pooled, hidden_states.dtype)
 
 
+class EncoderOnlyModel(Backbone):
+    """What the encoder-only models of both families share.
+
+    A subclass creates `token_embedding`, `encoder_layers` and
+    `encoder_norm`, provides `_encode(token_ids, padding_mask)`, then calls
+    `build_encoder_model`, which adds the dropouts, builds the functional
+    model (`sequence_output` and `pooled_output`) and stores `pooling`,
+    `attention_impl` and `remat`.
+    """
+
+    def build_encoder_model(
+        self, pooling, dropout_rate, attention_impl, remat, dtype, **kwargs
+    ):
+        """Builds the functional model; see the class docstring.
+
+        Args:
+            pooling: str. One of `POOLINGS`.
+            dropout_rate: float. Embedding and output dropout.
+            attention_impl: str or None. Stored for `get_config`.
+            remat: bool. Stored for `get_config` (the blocks hold it).
+            dtype: the dtype policy.
+            **kwargs: passed to `keras_hub.models.Backbone`.
+        """
+        if pooling not in POOLINGS:
+            raise ValueError(
+                f"Unknown `pooling`. Received: pooling={pooling!r}. Expected "
+                f"one of {POOLINGS}."
+            )
+        self.embedding_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=dtype, name="embedding_dropout"
+        )
+        self.output_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=dtype, name="output_dropout"
+        )
+        inputs = {
+            name: keras.Input(shape=(None,), dtype="int32", name=name)
+            for name in ENCODER_INPUT_NAMES
+        }
+        sequence_output = self._encode(
+            inputs["token_ids"], inputs["padding_mask"]
+        )
+        pooled_output = pool(sequence_output, inputs["padding_mask"], pooling)
+        super().__init__(
+            inputs=inputs,
+            outputs={
+                "sequence_output": sequence_output,
+                "pooled_output": pooled_output,
+            },
+            dtype=dtype,
+            **kwargs,
+        )
+        self.pooling = pooling
+        self.attention_impl = attention_impl
+        self._remat = remat
+
+    def __call__(self, inputs, *args, **kwargs):
+        check_encoder_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    @property
+    def remat(self):
+        """Whether training recomputes each block's activations (see
+        `T5GemmaBackbone.remat`). Set it before `compile()`."""
+        return self._remat
+
+    @remat.setter
+    def remat(self, value):
+        for layer in self.encoder_layers:
+            layer.remat = value
+        self._remat = check_remat(value)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pooling": self.pooling,
+                "attention_impl": self.attention_impl,
+                "remat": self.remat,
+            }
+        )
+        return config
+
+
 @register
-class T5GemmaEncoderModel(Backbone):
+class T5GemmaEncoderModel(EncoderOnlyModel):
     """The T5Gemma encoder alone, for embeddings and encoder-only heads.
 
     Holds only the encoder's weights (embedding, blocks, final norm): a
@@ -146,11 +229,6 @@ class T5GemmaEncoderModel(Backbone):
         dtype=None,
         **kwargs,
     ):
-        if pooling not in POOLINGS:
-            raise ValueError(
-                f"Unknown `pooling`. Received: pooling={pooling!r}. Expected "
-                f"one of {POOLINGS}."
-            )
         stack = StackConfig(
             hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
             num_layers=num_layers, num_heads=num_heads,
@@ -184,30 +262,8 @@ class T5GemmaEncoderModel(Backbone):
         self.encoder_norm = T5GemmaRMSNormalization(
             epsilon=rms_norm_eps, dtype=dtype, name="encoder_norm"
         )
-        self.embedding_dropout = keras.layers.Dropout(
-            dropout_rate, dtype=dtype, name="embedding_dropout"
-        )
-        self.output_dropout = keras.layers.Dropout(
-            dropout_rate, dtype=dtype, name="output_dropout"
-        )
-
-        # === Functional model ===
-        inputs = {
-            name: keras.Input(shape=(None,), dtype="int32", name=name)
-            for name in ENCODER_INPUT_NAMES
-        }
-        sequence_output = self._encode(
-            inputs["token_ids"], inputs["padding_mask"]
-        )
-        pooled_output = pool(sequence_output, inputs["padding_mask"], pooling)
-        super().__init__(
-            inputs=inputs,
-            outputs={
-                "sequence_output": sequence_output,
-                "pooled_output": pooled_output,
-            },
-            dtype=dtype,
-            **kwargs,
+        self.build_encoder_model(
+            pooling, dropout_rate, attention_impl, remat, dtype, **kwargs
         )
 
         # === Config ===
@@ -220,9 +276,6 @@ class T5GemmaEncoderModel(Backbone):
         self.dropout_rate = dropout_rate
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
-        self.pooling = pooling
-        self.attention_impl = attention_impl
-        self._remat = remat
 
     # Same encoder pass as `T5GemmaBackbone` (its `_encode` reads only the
     # attributes above), and the same LoRA helpers.
@@ -233,22 +286,6 @@ class T5GemmaEncoderModel(Backbone):
     load_lora_weights = T5GemmaBackbone.load_lora_weights
     merge_lora = T5GemmaBackbone.merge_lora
     get_layout_map = staticmethod(T5GemmaBackbone.get_layout_map)
-
-    def __call__(self, inputs, *args, **kwargs):
-        check_encoder_inputs(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
-    @property
-    def remat(self):
-        """Whether training recomputes each block's activations (see
-        `T5GemmaBackbone.remat`). Set it before `compile()`."""
-        return self._remat
-
-    @remat.setter
-    def remat(self, value):
-        for layer in self.encoder_layers:
-            layer.remat = value
-        self._remat = check_remat(value)
 
     @classproperty
     def presets(cls):
@@ -295,9 +332,6 @@ class T5GemmaEncoderModel(Backbone):
                 "dropout_rate": self.dropout_rate,
                 "attention_dropout": self.attention_dropout,
                 "initializer_range": self.initializer_range,
-                "pooling": self.pooling,
-                "attention_impl": self.attention_impl,
-                "remat": self.remat,
             }
         )
         return config

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_encdec.api import register
+from keras_encdec.weight_roles import projection_kernel
 
 
 def kernel_initializer(initializer_range):
@@ -128,6 +129,14 @@ class T5GemmaMLP(keras.layers.Layer):
         self.gating.build(input_shape)
         self.gating_2.build(input_shape)
         self.linear.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+
+    def weight_roles(self):
+        """`{weight: variable}`: the `gate`, `up` and `down` kernels."""
+        return {
+            "gate": projection_kernel(self.gating),
+            "up": projection_kernel(self.gating_2),
+            "down": projection_kernel(self.linear),
+        }
 
     def call(self, x, training=None):
         hidden = self.activation(self.gating(x)) * self.gating_2(x)

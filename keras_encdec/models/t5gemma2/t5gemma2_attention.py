@@ -126,6 +126,12 @@ class T5Gemma2Attention(T5GemmaAttention):
         self.query_norm.build((self.head_dim,))
         self.key_norm.build((self.head_dim,))
 
+    def weight_roles(self):
+        """T5Gemma's projection roles plus `query_norm` and `key_norm`."""
+        roles = super().weight_roles()
+        roles.update(query_norm=self.query_norm.scale, key_norm=self.key_norm.scale)
+        return roles
+
     def rotate(self, x, positions):
         """Applies this layer's RoPE (base and linear scaling) to `x`."""
         if self.rope_scaling_factor != 1.0:

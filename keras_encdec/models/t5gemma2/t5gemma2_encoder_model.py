@@ -1,15 +1,10 @@
 """The T5Gemma 2 encoder alone (text): hidden states and a pooled
 embedding."""
 
-import keras
-from keras_hub.models import Backbone
 from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
-from keras_encdec.models.t5gemma.t5gemma_encoder_model import ENCODER_INPUT_NAMES
-from keras_encdec.models.t5gemma.t5gemma_encoder_model import POOLINGS
-from keras_encdec.models.t5gemma.t5gemma_encoder_model import check_encoder_inputs
-from keras_encdec.models.t5gemma.t5gemma_encoder_model import pool
+from keras_encdec.models.t5gemma.t5gemma_encoder_model import EncoderOnlyModel
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma2.t5gemma2_backbone import T5Gemma2Backbone
 from keras_encdec.models.t5gemma2.t5gemma2_blocks import T5Gemma2EncoderLayer
@@ -29,7 +24,7 @@ _SHARED_ARGS = (
 
 
 @register
-class T5Gemma2EncoderModel(Backbone):
+class T5Gemma2EncoderModel(EncoderOnlyModel):
     """The T5Gemma 2 text encoder alone, for embeddings.
 
     Holds only the encoder's weights (token table with its EOI row, Gemma 3
@@ -114,11 +109,6 @@ class T5Gemma2EncoderModel(Backbone):
         dtype=None,
         **kwargs,
     ):
-        if pooling not in POOLINGS:
-            raise ValueError(
-                f"Unknown `pooling`. Received: pooling={pooling!r}. Expected "
-                f"one of {POOLINGS}."
-            )
         check_positive_int("hidden_dim", hidden_dim)
         check_positive_int("vocabulary_size", vocabulary_size)
         local_values = dict(locals())
@@ -160,31 +150,9 @@ class T5Gemma2EncoderModel(Backbone):
         self.encoder_norm = T5GemmaRMSNormalization(
             epsilon=rms_norm_eps, dtype=dtype, name="encoder_norm"
         )
-        self.embedding_dropout = keras.layers.Dropout(
-            dropout_rate, dtype=dtype, name="embedding_dropout"
-        )
-        self.output_dropout = keras.layers.Dropout(
-            dropout_rate, dtype=dtype, name="output_dropout"
-        )
         self.vision_encoder = None  # text only; read by the converter
-
-        # === Functional model ===
-        inputs = {
-            name: keras.Input(shape=(None,), dtype="int32", name=name)
-            for name in ENCODER_INPUT_NAMES
-        }
-        sequence_output = self._encode(
-            inputs["token_ids"], inputs["padding_mask"]
-        )
-        pooled_output = pool(sequence_output, inputs["padding_mask"], pooling)
-        super().__init__(
-            inputs=inputs,
-            outputs={
-                "sequence_output": sequence_output,
-                "pooled_output": pooled_output,
-            },
-            dtype=dtype,
-            **kwargs,
+        self.build_encoder_model(
+            pooling, dropout_rate, attention_impl, remat, dtype, **kwargs
         )
 
         # === Config ===
@@ -192,22 +160,10 @@ class T5Gemma2EncoderModel(Backbone):
             setattr(self, name, local_values[name])
         for name, value in stack.items():
             setattr(self, name, value)
-        self.pooling = pooling
-        self.attention_impl = attention_impl
-        self._remat = remat
 
     # The encoder pass of `T5Gemma2Backbone` (text only).
     _encode = T5Gemma2Backbone._encode
     encode = T5Gemma2Backbone.encode
-
-    def __call__(self, inputs, *args, **kwargs):
-        check_encoder_inputs(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
-    @property
-    def remat(self):
-        """Whether training recomputes each block's activations."""
-        return self._remat
 
     @classproperty
     def presets(cls):
@@ -245,11 +201,4 @@ class T5Gemma2EncoderModel(Backbone):
         config = super().get_config()
         for name in _SHARED_ARGS + STACK_ARGS:
             config[name] = getattr(self, name)
-        config.update(
-            {
-                "pooling": self.pooling,
-                "attention_impl": self.attention_impl,
-                "remat": self.remat,
-            }
-        )
         return config

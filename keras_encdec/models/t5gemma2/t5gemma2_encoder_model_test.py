@@ -72,3 +72,9 @@ def test_pooling_choice_preset_round_trip_and_errors(tmp_path):
         T5Gemma2EncoderModel.from_preset(str(tmp_path / "hf"), pooling="cls")
     with pytest.raises(ValueError, match="token_ids"):
         encoder({"token_ids": ids})
+    # `remat` is switchable after construction, as on T5GemmaEncoderModel
+    # (both share `EncoderOnlyModel`), and reaches every block.
+    encoder.remat = True
+    assert encoder.remat and all(b.remat for b in encoder.encoder_layers)
+    with pytest.raises(ValueError, match="remat"):
+        encoder.remat = "yes"

@@ -57,6 +57,11 @@ class T5Gemma2Embedding(keras.layers.ReversibleEmbedding):
             name="eoi_embedding", shape=(self.output_dim,), initializer="zeros"
         )
 
+    def weight_roles(self):
+        """`{"embedding": table, "embedding.eoi": eoi_embedding}` (the
+        table is tied: it is also the LM head)."""
+        return {"embedding": self.embeddings, "embedding.eoi": self.eoi_embedding}
+
     @property
     def variable_serialization_spec(self):
         # The saved variables in order: the table's, then the EOI row.

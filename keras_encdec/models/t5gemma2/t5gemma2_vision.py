@@ -196,6 +196,46 @@ class T5Gemma2VisionEncoder(keras.layers.Layer):
                    // self.vision_config["patch_size"]) ** 2
         self.projector.build((None, patches, self.vision_config["hidden_dim"]))
 
+    def weight_roles(self):
+        """`{role: variable}` of the weights outside the tower's blocks:
+        patch and position embeddings, the tower's final layer norm and the
+        projector (`projector_norm`, `projection`)."""
+        tower = self.tower
+        embeddings = tower.vision_embeddings
+        return {
+            "patch_embedding": embeddings.patch_embedding.kernel,
+            "patch_embedding.bias": embeddings.patch_embedding.bias,
+            "position_embedding": embeddings.position_embedding.embeddings,
+            "final_norm": tower.encoder_layer_norm.gamma,
+            "final_norm.bias": tower.encoder_layer_norm.beta,
+            "projector_norm": self.projector.norm.scale,
+            "projection": self.projector.projection,
+        }
+
+    def block_weight_roles(self):
+        """One `{role: variable}` per SigLIP block of the tower, in the
+        block vocabulary of `keras_encdec.weight_roles` (`.bias`
+        for biases and layer-norm offsets)."""
+        tables = []
+        for block in self.tower.resblocks:
+            roles = {}
+            for role, layer in (
+                ("attention.pre_norm", block.layer_norm_1),
+                ("mlp.pre_norm", block.layer_norm_2),
+            ):
+                roles[role], roles[f"{role}.bias"] = layer.gamma, layer.beta
+            for role, dense in (
+                ("attention.query", block.attn.query_proj),
+                ("attention.key", block.attn.key_proj),
+                ("attention.value", block.attn.value_proj),
+                ("attention.output", block.attn.out_proj),
+                ("mlp.up", block.mlp_dense_1),
+                ("mlp.down", block.mlp_dense_2),
+            ):
+                roles[role], roles[f"{role}.bias"] = dense.kernel, dense.bias
+            tables.append(roles)
+        return tables
+
     def call(self, pixel_values):
         batch = ops.shape(pixel_values)[0]
         tokens = self.projector(self.tower(pixel_values))  # [b * n, T, D]
