@@ -89,7 +89,7 @@ def _preprocessor():
     )
 
 
-def test_generate_from_raw_images():
+def test_generate_from_raw_images(tmp_path):
     preprocessor = _preprocessor()
     ids = preprocessor.tokenizer.image_token_ids()
     backbone = T5Gemma2Backbone(
@@ -130,3 +130,15 @@ def test_generate_from_raw_images():
         {"encoder_text": "the fox", "images": images[3]}, max_length=6
     )
     assert isinstance(output[0] if isinstance(output, list) else output, str)
+    # The converter and token count survive save_to_preset / from_preset.
+    lm.save_to_preset(str(tmp_path))
+    restored = T5Gemma2Seq2SeqLM.from_preset(str(tmp_path)).preprocessor
+    assert restored.mm_tokens_per_image == 4
+    again = restored.generate_preprocess(
+        {"encoder_text": ["the fox", "a dog"], "images": [images[0], images[1]]}
+    )
+    for name, value in x.items():
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(again[name]),
+            keras.ops.convert_to_numpy(value),
+        )
