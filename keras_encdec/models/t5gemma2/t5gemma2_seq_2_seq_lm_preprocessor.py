@@ -1,5 +1,7 @@
 """T5Gemma 2 preprocessor: strings (and raw images) to model inputs."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -90,6 +92,16 @@ class T5Gemma2Seq2SeqLMPreprocessor(T5GemmaSeq2SeqLMPreprocessor):
         boi, eoi, image = (ids[t] for t in IMAGE_TOKENS)
         return [boi] + [image] * self.mm_tokens_per_image + [eoi]
 
+    @contextlib.contextmanager
+    def _images_first(self, pixels):
+        """While packing, `_pack_encoder` puts the image tokens of
+        `pixels.shape[1]` images before each encoder text."""
+        self._num_images = 0 if pixels is None else pixels.shape[1]
+        try:
+            yield
+        finally:
+            self._num_images = 0
+
     def _pack_encoder(self, text, length, add_end):
         tokens = self.tokenizer(text)
         if getattr(self, "_num_images", 0):
@@ -152,11 +164,8 @@ class T5Gemma2Seq2SeqLMPreprocessor(T5GemmaSeq2SeqLMPreprocessor):
 
     def call(self, x, y=None, sample_weight=None, **kwargs):
         x, pixels = self._split_images(x)
-        self._num_images = 0 if pixels is None else pixels.shape[1]
-        try:
+        with self._images_first(pixels):
             output = super().call(x, y, sample_weight, **kwargs)
-        finally:
-            self._num_images = 0
         if pixels is None:
             return output
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(output)
@@ -167,11 +176,8 @@ class T5Gemma2Seq2SeqLMPreprocessor(T5GemmaSeq2SeqLMPreprocessor):
         x, pixels = self._split_images(x)
         if pixels is not None and "decoder_text" not in x:
             x = x["encoder_text"]
-        self._num_images = 0 if pixels is None else pixels.shape[1]
-        try:
+        with self._images_first(pixels):
             output = super().generate_preprocess(x, **kwargs)
-        finally:
-            self._num_images = 0
         if pixels is None:
             return output
         return self._check_image_tokens(output, pixels)
