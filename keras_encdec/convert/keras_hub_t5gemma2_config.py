@@ -6,13 +6,12 @@ between keras-hub's and this package's numerics.
 
 import logging
 
+from keras_encdec.convert import keras_hub_t5gemma
 from keras_encdec.convert.keras_hub_t5gemma import _dtype_name
 from keras_encdec.convert.safetensors_io import CheckpointError
-from keras_encdec.convert.safetensors_io import read_json_config
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
 CLASS_NAME = "T5Gemma2Backbone"
 GLOBAL_ROPE_BASE = 1_000_000.0  # Hard-coded in keras-hub's backbone.
 
@@ -65,16 +64,7 @@ _OTHER_KEYS = {"name", "trainable", "dtype", "encoder_hidden_dim", "decoder_hidd
 def read_config(folder):
     """Loads a keras-hub `T5Gemma2Backbone` `config.json`; returns its
     `"config"` dict."""
-    path, config = read_json_config(folder, CONFIG_FILE)
-    if config.get("class_name") != CLASS_NAME or not isinstance(
-        config.get("config"), dict
-    ):
-        raise CheckpointError(
-            f"'{path}' is not a keras-hub T5Gemma 2 backbone config. "
-            f"Received: class_name={config.get('class_name')!r}. Expected "
-            f"{CLASS_NAME!r} with a 'config' section."
-        )
-    return config["config"]
+    return keras_hub_t5gemma.read_config(folder, CLASS_NAME)
 
 
 def _require(condition, message):
