@@ -117,23 +117,26 @@ _DECODER_LAYER = "t5_gemma_decoder_layer"
 _FLOAT_POLICIES = ("DTypePolicy", "FloatDTypePolicy")
 
 
-def read_config(folder):
-    """Loads a keras-hub `T5GemmaBackbone` `config.json`.
+def read_config(folder, class_name=CLASS_NAME):
+    """Loads a keras-hub backbone `config.json` (by default a
+    `T5GemmaBackbone` one).
 
     Args:
         folder: str. A keras-hub preset folder.
+        class_name: str. The backbone class the config must name.
+            Defaults to `"T5GemmaBackbone"`.
 
     Returns:
         The backbone's `"config"` dict.
     """
     path, config = read_json_config(folder, CONFIG_FILE)
-    if config.get("class_name") != CLASS_NAME or not isinstance(
+    if config.get("class_name") != class_name or not isinstance(
         config.get("config"), dict
     ):
         raise CheckpointError(
-            f"'{path}' is not a keras-hub T5Gemma backbone config. Received: "
+            f"'{path}' is not a keras-hub {class_name} config. Received: "
             f"class_name={config.get('class_name')!r}. Expected "
-            f"{CLASS_NAME!r} with a 'config' section."
+            f"{class_name!r} with a 'config' section."
         )
     return config["config"]
 

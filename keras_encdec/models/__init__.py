@@ -26,6 +26,9 @@ from keras_encdec.models.t5gemma.t5gemma_token_classifier_preprocessor import (
 )
 from keras_encdec.models.t5gemma.t5gemma_tokenizer import T5GemmaTokenizer
 from keras_encdec.models.t5gemma2.t5gemma2_backbone import T5Gemma2Backbone
+from keras_encdec.models.t5gemma2.t5gemma2_image_converter import (
+    T5Gemma2ImageConverter,
+)
 from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm import T5Gemma2Seq2SeqLM
 from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm_preprocessor import (
     T5Gemma2Seq2SeqLMPreprocessor,
@@ -50,6 +53,7 @@ from keras_encdec.models.t5gemma2.t5gemma2_tokenizer import T5Gemma2Tokenizer
 __all__ = [
     "T5Gemma2Backbone",
     "T5Gemma2EncoderModel",
+    "T5Gemma2ImageConverter",
     "T5Gemma2Seq2SeqLM",
     "T5Gemma2Seq2SeqLMPreprocessor",
     "T5Gemma2TextClassifier",

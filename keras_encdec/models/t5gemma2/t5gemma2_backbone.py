@@ -2,13 +2,14 @@
 
 import keras
 from keras_hub.models import Backbone
-from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
-from keras_encdec.convert import preset_loader
 from keras_encdec.models.t5gemma.t5gemma_backbone import INPUT_NAMES
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
+from keras_encdec.models.t5gemma2.t5gemma2_backbone_config import (
+    T5Gemma2BackboneConfigMixin,
+)
 from keras_encdec.models.t5gemma2.t5gemma2_blocks import T5Gemma2DecoderLayer
 from keras_encdec.models.t5gemma2.t5gemma2_blocks import T5Gemma2EncoderLayer
 from keras_encdec.models.t5gemma2.t5gemma2_config import PIXEL_VALUES
@@ -18,13 +19,12 @@ from keras_encdec.models.t5gemma2.t5gemma2_config import check_stack
 from keras_encdec.models.t5gemma2.t5gemma2_config import check_t5gemma2_inputs
 from keras_encdec.models.t5gemma2.t5gemma2_config import make_layer
 from keras_encdec.models.t5gemma2.t5gemma2_layers import T5Gemma2Embedding
-from keras_encdec.models.t5gemma2.t5gemma2_presets import T5GEMMA2_PRESETS
 from keras_encdec.models.t5gemma2.t5gemma2_vision import T5Gemma2VisionEncoder
 from keras_encdec.models.t5gemma2.t5gemma2_vision import check_vision_config
 from keras_encdec.models.t5gemma2.t5gemma2_vision import merge_image_features
 
 @register
-class T5Gemma2Backbone(T5GemmaBackbone):
+class T5Gemma2Backbone(T5Gemma2BackboneConfigMixin, T5GemmaBackbone):
     """T5Gemma 2: Gemma 3 blocks arranged as an encoder-decoder.
 
     One embedding table (`token_embedding`, also reachable as
@@ -372,75 +372,3 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             new_caches.append(layer_caches)
         x = self.output_dropout(self.decoder_norm(x), training=training)
         return x, new_caches
-
-    @classproperty
-    def presets(cls):
-        """Preset names -> metadata and hub handles."""
-        return dict(T5GEMMA2_PRESETS)
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, text_only=False, **kwargs):
-        """Builds the backbone from a preset name, folder or hub handle.
-
-        Accepts a keras-encdec preset name or folder, a local transformers
-        T5Gemma 2 checkpoint folder (keys as transformers 5.23 writes them
-        or with the `vision_model.` infix of published checkpoints), or an
-        `hf://` handle.
-
-        Args:
-            preset: str. The preset to load.
-            load_weights: bool. Load the weights, or keep a random init.
-                Defaults to `True`.
-            text_only: bool. Skip a transformers checkpoint's vision tower
-                (no vision weights are kept). Defaults to `False`.
-            **kwargs: backbone config overrides, e.g. `dtype`.
-
-        Examples:
-
-        >>> backbone = T5Gemma2Backbone.from_preset("t5gemma2_tiny_random")
-        >>> backbone.vocabulary_size > 0
-        True
-        """
-        fmt, folder = preset_loader.resolve(preset, T5GEMMA2_PRESETS)
-        if fmt == preset_loader.KERAS_ENCDEC:
-            return Backbone.from_preset.__func__(
-                cls, folder, load_weights=load_weights, **kwargs
-            )
-        if fmt != preset_loader.TRANSFORMERS:
-            raise ValueError(
-                f"'{folder}' is a {fmt} preset; T5Gemma2Backbone loads "
-                "keras-encdec presets and transformers T5Gemma 2 folders."
-            )
-        from keras_encdec.convert import transformers_t5gemma2 as hf
-
-        return hf.load_backbone(
-            cls, folder, load_weights=load_weights, text_only=text_only, **kwargs
-        )
-
-    def get_config(self):
-        config = Backbone.get_config(self)
-        config["vocabulary_size"] = self.vocabulary_size
-        config["hidden_dim"] = self.hidden_dim
-        for side in ("encoder", "decoder"):
-            for name in STACK_ARGS:
-                config[f"{side}_{name}"] = getattr(self, f"{side}_{name}")
-        for name in (
-            "rope_local_wavelength",
-            "rope_global_wavelength",
-            "rope_scaling_factor",
-            "final_logit_soft_cap",
-            "attention_logit_soft_cap",
-            "eoi_token_index",
-            "image_token_index",
-            "rms_norm_eps",
-            "hidden_activation",
-            "dropout_rate",
-            "attention_dropout",
-            "initializer_range",
-            "vision_config",
-            "mm_tokens_per_image",
-            "attention_impl",
-            "remat",
-        ):
-            config[name] = getattr(self, name)
-        return config

