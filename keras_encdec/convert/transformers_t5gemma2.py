@@ -25,7 +25,6 @@ from keras_encdec.convert.transformers_t5gemma import _ACTIVATIONS
 from keras_encdec.convert.transformers_t5gemma import _HF_ACTIVATIONS
 from keras_encdec.convert.transformers_t5gemma import _identity
 from keras_encdec.convert.transformers_t5gemma import _to_numpy
-from keras_encdec.convert.transformers_t5gemma import _transpose
 from keras_encdec.convert.transformers_t5gemma import block_weight_map
 from keras_encdec.convert.transformers_t5gemma import checkpoint_dtype
 from keras_encdec.convert.weight_mapping import WeightAssigner
