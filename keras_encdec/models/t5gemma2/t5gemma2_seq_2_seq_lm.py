@@ -5,7 +5,7 @@ from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
 from keras_encdec.convert import transformers_t5gemma2
-from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm import T5GemmaSeq2SeqLM
+from keras_encdec.models.encdec_seq_2_seq_lm import EncDecSeq2SeqLM
 from keras_encdec.models.t5gemma2.t5gemma2_backbone import T5Gemma2Backbone
 from keras_encdec.models.t5gemma2.t5gemma2_config import PIXEL_VALUES
 from keras_encdec.models.t5gemma2.t5gemma2_config import check_t5gemma2_inputs
@@ -16,12 +16,13 @@ from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm_preprocessor import (
 
 
 @register
-class T5Gemma2Seq2SeqLM(T5GemmaSeq2SeqLM):
+class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
     """T5Gemma 2 encoder-decoder language model.
 
-    Everything but the backbone is T5Gemma's task (`T5GemmaSeq2SeqLM`):
-    logits from the shared embedding with the optional final soft-cap;
-    `generate()` encodes once, computes every decoder block's cross
+    Everything but the backbone and the inputs is the shared task
+    (`keras_encdec.models.encdec_seq_2_seq_lm.EncDecSeq2SeqLM`, as for
+    `T5GemmaSeq2SeqLM`): logits from the shared embedding with the
+    optional final soft-cap; `generate()` encodes once, computes every decoder block's cross
     keys/values once (`key_norm(key(enc))`, `value(enc)`) and decodes with a
     static self-attention cache (samplers `"greedy"`, `"top_k"`, `"top_p"`,
     `"beam"`, ...); `fit` trains with the chunked cross-entropy;
