@@ -9,6 +9,7 @@ generation loop. A family subclass sets `backbone_cls`,
 `presets`, and checks its own inputs in `__call__`.
 """
 
+import contextlib
 import logging
 
 from keras import ops
@@ -17,11 +18,11 @@ from keras_hub.models import Seq2SeqLM
 from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.errors import log_missing_tokenizer
-from keras_encdec.losses import linear_cross_entropy
 from keras_encdec.losses.dense import soft_cap
 from keras_encdec.models.encdec_generation import EncDecGenerationMixin
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.task_guards import TaskGuardsMixin
+from keras_encdec.objectives import training as training_objective
 from keras_encdec.utils.validation import check_known_kwargs
 
 logger = logging.getLogger(__name__)
@@ -168,51 +169,61 @@ class EncDecSeq2SeqLM(
     def compile(
         self,
         optimizer="auto",
-        loss="auto",
         *,
+        objective=None,
+        loss=None,
         weighted_metrics="auto",
         sampler="top_k",
-        loss_impl=None,
         **kwargs,
     ):
         """Configures training and generation.
 
-        With `loss="auto"` (the default), `fit` trains with the chunked
-        linear cross-entropy (`keras_encdec.losses.linear_cross_entropy`)
-        computed from the decoder hidden states and the output embedding,
-        with the final soft-cap fused in: no `[batch, length, vocab]` logits
-        are built in a training step. The loss is the weighted mean over
-        tokens, `sum(w * loss) / sum(w)`. Metrics that need logits are then
-        unavailable, so `weighted_metrics="auto"` means none. Pass any Keras
-        loss (e.g. `keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True)`) to train on materialized logits instead, as
-        keras-hub does; `"auto"` metrics are then token accuracy.
+        With neither `objective` nor `loss` (the default), `fit` trains with
+        `keras_encdec.objectives.TokenCrossEntropy()`: the chunked linear
+        cross-entropy (`keras_encdec.losses.linear_cross_entropy`) computed
+        from the decoder hidden states and the output embedding, with the
+        final soft-cap fused in, so no `[batch, length, vocab]` logits are
+        built in a training step. The loss is the weighted mean over tokens,
+        `sum(w * loss) / sum(w)`, labels -100 ignored. `objective=` picks
+        another training objective (e.g. `PrefixLMDistillation`); `evaluate`
+        reports the objective's loss, computed by the same code. Metrics that
+        need logits are unavailable with an objective, so
+        `weighted_metrics="auto"` means none.
+
+        `loss=` any Keras loss (e.g. `keras.losses.
+        SparseCategoricalCrossentropy(from_logits=True)`) trains on
+        materialized logits instead, as keras-hub does; `"auto"` metrics
+        are then token accuracy.
 
         Args:
             optimizer: `"auto"` (Adam, 2e-5) or a Keras optimizer.
-            loss: `"auto"` for the chunked loss, or a Keras loss.
+            objective: a `keras_encdec.objectives.TrainingObjective` or None.
+                Defaults to None (`TokenCrossEntropy()` unless `loss` is
+                given).
+            loss: a Keras loss, or None (or `"auto"`) for the objective.
+                Defaults to None.
             weighted_metrics: `"auto"` or a list of Keras metrics.
             sampler: a keras-hub sampler name or instance for `generate`.
                 Defaults to `"top_k"`, as in keras-hub.
-            loss_impl: str or None. `impl` of the chunked loss (`"xla"`,
-                `"pallas"`, `"triton"`, `"dense"`). Defaults to `None` (the
-                best that runs here).
             **kwargs: passed to `keras.Model.compile`.
 
         Examples:
 
         >>> from keras_encdec.models import T5GemmaSeq2SeqLM
         >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
-        >>> lm.compile(optimizer="adam")  # chunked loss
+        >>> lm.compile(optimizer="adam")  # chunked cross-entropy
         >>> history = lm.fit({"encoder_text": ["a b"], "decoder_text": ["c"]},
         ...                  verbose=0)
+        >>> lm.objective
+        TokenCrossEntropy(impl=None)
         """
-        self.fused_loss = loss == "auto"
-        self.loss_impl = loss_impl
-        if self.fused_loss:
+        objective = training_objective.resolve(objective, loss)
+        if objective is not None:
+            objective.bind(self)
             loss = None
             if weighted_metrics == "auto":
                 weighted_metrics = None
+        self._objective = objective
         super().compile(
             optimizer=optimizer,
             loss=loss,
@@ -221,13 +232,53 @@ class EncDecSeq2SeqLM(
             **kwargs,
         )
 
+    @property
+    def objective(self):
+        """The `TrainingObjective` of `compile`, or None (a Keras loss)."""
+        return getattr(self, "_objective", None)
+
+    @property
+    def non_trainable_variables(self):
+        # An objective's frozen state (a teacher) reaches compiled steps as
+        # state arguments; it is never saved (not an attribute of the task).
+        variables = super().non_trainable_variables
+        if self.objective is None:
+            return variables
+        seen = {id(v) for v in variables}
+        extra = [v for v in self.objective.state_variables()
+                 if id(v) not in seen]
+        return variables + extra
+
+    def evaluate(self, *args, **kwargs):
+        with self._objective_outputs():
+            return super().evaluate(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with self._objective_outputs():
+            return super().test_on_batch(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _objective_outputs(self):
+        # `evaluate` scores with the objective, so its forward pass returns
+        # hidden states as in training (`predict` keeps logits).
+        self._evaluating = True
+        try:
+            yield
+        finally:
+            self._evaluating = False
+
     def call(self, inputs, training=None, mask=None):
-        if training and getattr(self, "fused_loss", False):
-            # Training step with the chunked loss: hidden states, no logits.
+        if self._returns_hidden_states(training):
             return self.backbone(inputs, training=training)[
                 "decoder_sequence_output"
             ]
         return super().call(inputs, training=training, mask=mask)
+
+    def _returns_hidden_states(self, training):
+        """Whether this forward pass feeds the objective (no logits)."""
+        return self.objective is not None and bool(
+            training or getattr(self, "_evaluating", False)
+        )
 
     def output_embedding(self):
         """The `[vocab, width]` output embedding (tied or untied head)."""
@@ -250,7 +301,7 @@ class EncDecSeq2SeqLM(
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        if not getattr(self, "fused_loss", False):
+        if self.objective is None:
             return super().compute_loss(
                 x, y, y_pred, sample_weight, training=training
             )
@@ -260,19 +311,7 @@ class EncDecSeq2SeqLM(
                 "Received y=None. Pass (x, y[, sample_weight]) or attach a "
                 "preprocessor that builds them from text."
             )
-        soft_cap = self.backbone.final_logit_soft_cap
-        if training:
-            loss = linear_cross_entropy(
-                y_pred,
-                self.output_embedding(),
-                y,
-                sample_weight=sample_weight,
-                logit_soft_cap=soft_cap,
-                impl=self.loss_impl,
-            )
-        else:
-            # evaluate(): `call` returned logits; same loss, same reduction.
-            loss = _token_mean_cross_entropy(y_pred, y, sample_weight)
+        loss = self.objective.compute_loss(self, x, y, y_pred, sample_weight)
         for extra in self.losses:
             loss = loss + self._aggregate_additional_loss(extra)
         return loss
@@ -298,20 +337,3 @@ def _check_vocabulary(backbone, preprocessor):
             "tokenizer vocabulary to fit in the backbone vocabulary."
         )
 
-
-def _token_mean_cross_entropy(logits, labels, sample_weight):
-    """`sum(w * ce) / sum(w)` from logits (the chunked loss's reduction)."""
-    logits = ops.cast(logits, "float32")
-    log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
-    labels = ops.cast(labels, "int32")
-    valid = ops.not_equal(labels, -100)
-    picked = ops.take_along_axis(
-        log_probs, ops.expand_dims(ops.where(valid, labels, 0), -1), axis=-1
-    )[..., 0]
-    weight = ops.cast(valid, "float32")
-    if sample_weight is not None:
-        weight = weight * ops.cast(sample_weight, "float32")
-    total = ops.sum(weight)
-    return ops.where(
-        total > 0, -ops.sum(picked * weight) / ops.maximum(total, 1e-12), 0.0
-    )

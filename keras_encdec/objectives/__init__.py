@@ -1,4 +1,6 @@
-"""Pretraining objectives: T5 span corruption, UL2, PrefixLM, packing."""
+"""Pretraining objectives: the data side (T5 span corruption, UL2, PrefixLM,
+packing) and the training side (`TokenCrossEntropy`, `PrefixLMDistillation`,
+passed to `task.compile(objective=...)`)."""
 
 from keras_encdec.objectives.base import Objective
 from keras_encdec.objectives.denoisers import UL2
@@ -14,6 +16,8 @@ from keras_encdec.objectives.span_corruption import noise_counts
 from keras_encdec.objectives.span_corruption import random_spans_noise_mask
 from keras_encdec.objectives.span_corruption import span_corruption
 from keras_encdec.objectives.span_corruption import span_corruption_inverse
+from keras_encdec.objectives.training import TokenCrossEntropy
+from keras_encdec.objectives.training import TrainingObjective
 
 __all__ = [
     "Denoiser",
@@ -30,4 +34,6 @@ __all__ = [
     "random_spans_noise_mask",
     "span_corruption",
     "span_corruption_inverse",
+    "TokenCrossEntropy",
+    "TrainingObjective",
 ]

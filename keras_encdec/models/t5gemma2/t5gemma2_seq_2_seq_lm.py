@@ -68,7 +68,7 @@ class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
         hidden_states = self.backbone(inputs, training=training)[
             "decoder_sequence_output"
         ]
-        if training and getattr(self, "fused_loss", False):
+        if self._returns_hidden_states(training):
             return hidden_states
         return self.compute_logits(hidden_states)
 
