@@ -69,6 +69,14 @@ class EncDecSeq2SeqLM(
         self._check_call_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
+    def model_inputs(self, inputs):
+        """`inputs` without the keys only the objective reads (e.g. the
+        teacher's `teacher_token_ids`); the loss still gets all of them."""
+        keys = () if self.objective is None else self.objective.input_keys
+        if isinstance(inputs, dict) and any(k in inputs for k in keys):
+            inputs = {k: v for k, v in inputs.items() if k not in keys}
+        return inputs
+
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds the LM from a preset name, folder or hub handle.
@@ -268,6 +276,7 @@ class EncDecSeq2SeqLM(
             self._evaluating = False
 
     def call(self, inputs, training=None, mask=None):
+        inputs = self.model_inputs(inputs)  # jax steps call `call` directly
         if self._returns_hidden_states(training):
             return self.backbone(inputs, training=training)[
                 "decoder_sequence_output"

@@ -4,6 +4,8 @@ passed to `task.compile(objective=...)`)."""
 
 from keras_encdec.objectives.base import Objective
 from keras_encdec.objectives.denoisers import UL2
+from keras_encdec.objectives.distillation import TEACHER_KEYS
+from keras_encdec.objectives.distillation import PrefixLMDistillation
 from keras_encdec.objectives.denoisers import UL2_DENOISERS
 from keras_encdec.objectives.denoisers import Denoiser
 from keras_encdec.objectives.denoisers import PrefixLM
@@ -25,6 +27,8 @@ __all__ = [
     "GEMMA3_UNUSED_IDS",
     "Objective",
     "PrefixLM",
+    "PrefixLMDistillation",
+    "TEACHER_KEYS",
     "UL2",
     "UL2_DENOISERS",
     "gemma_special_ids",

@@ -42,6 +42,9 @@ class TrainingObjective:
             (the best that runs here).
     """
 
+    # Input keys only the loss reads; the task's forward pass drops them.
+    input_keys = ()
+
     def __init__(self, impl=None):
         check_impl(impl)
         self.impl = impl

@@ -62,6 +62,7 @@ class T5GemmaSeq2SeqLM(EncDecSeq2SeqLM):
     backbone_preset_kwargs = ("dtype",)
 
     def __call__(self, inputs, *args, **kwargs):
+        inputs = self.model_inputs(inputs)
         check_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
 

@@ -56,6 +56,7 @@ class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
         return dict(T5GEMMA2_PRESETS)
 
     def __call__(self, inputs, *args, **kwargs):
+        inputs = self.model_inputs(inputs)
         check_t5gemma2_inputs(inputs, self.backbone.vision_config)
         if self.backbone.vision_config is not None and PIXEL_VALUES not in inputs:
             # Text only on a vision model: the functional graph needs pixels.
@@ -63,6 +64,7 @@ class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
         return Seq2SeqLM.__call__(self, inputs, *args, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
+        inputs = self.model_inputs(inputs)
         if PIXEL_VALUES in inputs or self.backbone.vision_config is None:
             return super().call(inputs, training=training, mask=mask)
         hidden_states = self.backbone(inputs, training=training)[
