@@ -257,12 +257,20 @@ class EncDecSeq2SeqLM(
                  if id(v) not in seen]
         return variables + extra
 
+    def fit(self, *args, **kwargs):
+        with self._objective_state_kept():
+            return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with self._objective_state_kept():
+            return super().train_on_batch(*args, **kwargs)
+
     def evaluate(self, *args, **kwargs):
-        with self._objective_outputs():
+        with self._objective_outputs(), self._objective_state_kept():
             return super().evaluate(*args, **kwargs)
 
     def test_on_batch(self, *args, **kwargs):
-        with self._objective_outputs():
+        with self._objective_outputs(), self._objective_state_kept():
             return super().test_on_batch(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -274,6 +282,22 @@ class EncDecSeq2SeqLM(
             yield
         finally:
             self._evaluating = False
+
+    @contextlib.contextmanager
+    def _objective_state_kept(self):
+        # On jax, Keras detaches state values during a step; a step that
+        # raises (e.g. missing teacher inputs) must not leave the teacher
+        # empty. References, not copies.
+        objective = self.objective
+        variables = [] if objective is None else objective.state_variables()
+        values = [(v, v._value) for v in variables]
+        try:
+            yield
+        except BaseException:
+            for variable, value in values:
+                if variable._value is None:
+                    variable._value = value
+            raise
 
     def call(self, inputs, training=None, mask=None):
         inputs = self.model_inputs(inputs)  # jax steps call `call` directly
