@@ -147,3 +147,24 @@ def test_clear_errors(pair):
     student.compile(optimizer="sgd", objective=TokenCrossEntropy())
     with pytest.raises(ValueError, match="teacher_token_ids"):
         student.fit(x, y, sample_weight=w, verbose=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="The Gemma 2 -> T5Gemma wiring, checked on jax.")
+def test_gemma2_teacher_for_t5gemma():
+    from keras_encdec.models import T5GemmaSeq2SeqLM
+    from keras_encdec.testing import tiny_gemma2_teacher
+
+    keras.utils.set_random_seed(3)
+    teacher = tiny_gemma2_teacher()
+    student = adapt_decoder_only(teacher)
+    assert isinstance(student, T5GemmaSeq2SeqLM)
+    assert teacher.backbone.token_embedding.logit_soft_cap == 30.0
+    x, y, w = kd_batch(seed=5)
+    student.compile(optimizer=keras.optimizers.SGD(0.0),
+                    objective=PrefixLMDistillation(teacher, ce_weight=0.5))
+    expected, kl = reference_loss(student, teacher, x, y, w, 0.5, 1.0)
+    assert kl > 0.01
+    evaluated = float(student.test_on_batch(x, y, sample_weight=w))
+    print(f"Gemma 2 teacher KD loss vs float64: {abs(evaluated - expected):.2e}")
+    assert abs(evaluated - expected) <= TOLERANCE, (evaluated, expected)
