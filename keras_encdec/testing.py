@@ -1,8 +1,6 @@
-"""Test fixtures: tiny random transformers T5Gemma models and tokenizers.
-
-These need the test extra (`transformers`, `torch`). Nothing here downloads
-anything: models are random and tokenizers are trained on the spot.
-"""
+"""Test fixtures: tiny random models (ours, transformers', keras-hub
+teachers) and tokenizers trained on the spot; nothing is downloaded. Some
+need the test extra (`transformers`, `torch`)."""
 
 import io
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_encdec import testing
-from keras_encdec.convert.transformers_t5gemma import block_weight_map
+from keras_encdec.convert.transformers_blocks import block_weight_map
 from keras_encdec.models import T5Gemma2Backbone
 from keras_encdec.models import T5GemmaBackbone
 from keras_encdec.models import T5GemmaSeq2SeqLM

@@ -22,7 +22,7 @@ from keras_encdec.adapt.source_types import FAMILY_NAMES
 from keras_encdec.adapt.source_types import GLOBAL_ROLES
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
-from keras_encdec.models.stack_config import StackConfig
+from keras_encdec.stack_config import StackConfig
 from keras_encdec.weight_roles import ATTENTION
 from keras_encdec.weight_roles import CROSS_ATTENTION
 from keras_encdec.weight_roles import split_role

@@ -10,8 +10,8 @@ import os
 
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.errors import AdaptationError  # noqa: F401 (public)
-from keras_encdec.convert.transformers_t5gemma import _heads_in as heads_in  # noqa: F401,E501
-from keras_encdec.convert.transformers_t5gemma import _heads_out as heads_out  # noqa: F401,E501
+from keras_encdec.convert.transformers_blocks import heads_in  # noqa: F401
+from keras_encdec.convert.transformers_blocks import heads_out  # noqa: F401
 
 TOKENIZER_FILE = "tokenizer.model"
 SLIDING, FULL = "sliding_attention", "full_attention"

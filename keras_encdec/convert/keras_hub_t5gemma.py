@@ -32,11 +32,11 @@ import numpy as np
 
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import read_json_config
-from keras_encdec.convert.transformers_t5gemma import SANDWICH_NORM_TENSORS
+from keras_encdec.convert.transformers_blocks import SANDWICH_NORM_TENSORS
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
 from keras_encdec.convert.weight_mapping import named_block_roles
-from keras_encdec.models.stack_config import StackConfig
+from keras_encdec.stack_config import StackConfig
 
 logger = logging.getLogger(__name__)
 

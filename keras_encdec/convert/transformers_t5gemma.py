@@ -21,9 +21,9 @@ from keras_encdec.convert.safetensors_io import SafetensorsReader
 from keras_encdec.convert.safetensors_io import SafetensorsWriter
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
-from keras_encdec.convert.weight_mapping import named_block_roles
-from keras_encdec.weight_roles import MLP_PROJECTIONS
-from keras_encdec.weight_roles import split_role
+from keras_encdec.convert.transformers_blocks import block_weight_map
+from keras_encdec.convert.transformers_blocks import identity
+from keras_encdec.convert.transformers_blocks import transpose
 from keras_encdec.utils import atomic_save
 
 CONFIG_FILE = "config.json"
@@ -189,92 +189,6 @@ def checkpoint_dtype(folder, config=None):
     return str(reader.dtype(reader.keys()[0]))
 
 
-# --- Layout changes between transformers (torch Linear [out, in]) and ours.
-def _heads_in(num_heads, head_dim):
-    """q/k/v: [heads*head_dim, d] -> [d, heads, head_dim]."""
-    return lambda w: w.T.reshape(w.shape[1], num_heads, head_dim)
-
-
-def _heads_in_back(w):
-    """[d, heads, head_dim] -> [heads*head_dim, d]."""
-    return w.reshape(w.shape[0], -1).T
-
-
-def _heads_out(num_heads, head_dim):
-    """o: [d, heads*head_dim] -> [heads, head_dim, d]."""
-    return lambda w: w.T.reshape(num_heads, head_dim, w.shape[0])
-
-
-def _heads_out_back(w):
-    """[heads, head_dim, d] -> [d, heads*head_dim]."""
-    return w.reshape(-1, w.shape[-1]).T
-
-
-def _transpose(w):
-    return w.T
-
-
-def _identity(w):
-    return w
-
-
-# Sandwich-norm role -> its name in a block, in transformers and keras-hub.
-SANDWICH_NORM_TENSORS = {
-    "attention.pre_norm": "pre_self_attn_layernorm",
-    "attention.post_norm": "post_self_attn_layernorm",
-    "mlp.pre_norm": "pre_feedforward_layernorm",
-    "mlp.post_norm": "post_feedforward_layernorm",
-    "cross_attention.pre_norm": "pre_cross_attn_layernorm",
-    "cross_attention.post_norm": "post_cross_attn_layernorm",
-}
-# Block role -> transformers tensor under `<stack>.layers.<i>.` (T5Gemma and
-# T5Gemma 2 name them alike; the merged attention is `self_attn`). The order
-# is the order tensors are written in.
-BLOCK_TENSORS = {
-    "attention.query": "self_attn.q_proj",
-    "attention.key": "self_attn.k_proj",
-    "attention.value": "self_attn.v_proj",
-    "attention.output": "self_attn.o_proj",
-    "cross_attention.query": "cross_attn.q_proj",
-    "cross_attention.key": "cross_attn.k_proj",
-    "cross_attention.value": "cross_attn.v_proj",
-    "cross_attention.output": "cross_attn.o_proj",
-    "attention.query_norm": "self_attn.q_norm",
-    "attention.key_norm": "self_attn.k_norm",
-    **SANDWICH_NORM_TENSORS,
-    "mlp.gate": "mlp.gate_proj",
-    "mlp.up": "mlp.up_proj",
-    "mlp.down": "mlp.down_proj",
-}
-
-
-def _role_layouts(role, variable):
-    """`(to_keras, to_hf)` of one block weight, from its role and shape."""
-    _, weight = split_role(role)
-    if weight in ("query", "key", "value"):  # [d, heads, head_dim]
-        return _heads_in(*variable.shape[1:]), _heads_in_back
-    if weight == "output":  # [heads, head_dim, d]
-        return _heads_out(*variable.shape[:2]), _heads_out_back
-    if weight in MLP_PROJECTIONS:
-        return _transpose, _transpose
-    return _identity, _identity
-
-
-def block_weight_map(block, prefix):
-    """Yields `(variable, hf_name, to_keras, to_hf)` for every weight of
-    one block, read from its `weight_roles()`.
-
-    Args:
-        block: a T5Gemma or T5Gemma 2 encoder or decoder block.
-        prefix: str. E.g. `"model.decoder.layers.3"`.
-    """
-    for role, variable, name in named_block_roles(
-        block, BLOCK_TENSORS, "transformers"
-    ):
-        to_keras, to_hf = _role_layouts(role, variable)
-        yield variable, f"{prefix}.{name}.weight", to_keras, to_hf
-
-
 def encoder_weight_map(model, prefix="model.encoder"):
     """Yields `(variable, hf_name, to_keras, to_hf)` for the encoder weights.
 
@@ -285,10 +199,10 @@ def encoder_weight_map(model, prefix="model.encoder"):
     """
     yield model.token_embedding.embeddings, (
         f"{prefix}.embed_tokens.weight"
-    ), _identity, _identity
+    ), identity, identity
     yield model.encoder_norm.scale, f"{prefix}.norm.weight", (
-        _identity
-    ), _identity
+        identity
+    ), identity
     for i, layer in enumerate(model.encoder_layers):
         yield from block_weight_map(layer, f"{prefix}.layers.{i}")
 
@@ -302,14 +216,14 @@ def weight_map(backbone):
     yield from encoder_weight_map(backbone)
     yield backbone.decoder_token_embedding.embeddings, (
         "model.decoder.embed_tokens.weight"
-    ), _identity, _identity
+    ), identity, identity
     if not backbone.tie_word_embeddings:
         yield backbone.decoder_token_embedding.reverse_embeddings, LM_HEAD, (
-            _transpose
-        ), _transpose
+            transpose
+        ), transpose
     yield backbone.decoder_norm.scale, "model.decoder.norm.weight", (
-        _identity
-    ), _identity
+        identity
+    ), identity
     for i, layer in enumerate(backbone.decoder_layers):
         yield from block_weight_map(layer, f"model.decoder.layers.{i}")
 

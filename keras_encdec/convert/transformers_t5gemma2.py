@@ -23,9 +23,9 @@ from keras_encdec.convert.safetensors_io import SafetensorsWriter
 from keras_encdec.convert.safetensors_io import read_json_config
 from keras_encdec.convert.transformers_t5gemma import _ACTIVATIONS
 from keras_encdec.convert.transformers_t5gemma import _HF_ACTIVATIONS
-from keras_encdec.convert.transformers_t5gemma import _identity
 from keras_encdec.convert.transformers_t5gemma import _to_numpy
-from keras_encdec.convert.transformers_t5gemma import block_weight_map
+from keras_encdec.convert.transformers_blocks import block_weight_map
+from keras_encdec.convert.transformers_blocks import identity
 from keras_encdec.convert.transformers_t5gemma import checkpoint_dtype
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
@@ -246,16 +246,16 @@ def weight_map(backbone):
     (5.23 key names); the encoder's only for a `T5Gemma2EncoderModel`."""
     embedding = backbone.token_embedding
     yield embedding.embeddings, "model.encoder.embed_tokens.weight", (
-        _identity
-    ), _identity
+        identity
+    ), identity
     yield embedding.eoi_embedding, "model.encoder.embed_tokens.eoi_embedding", (
-        _identity
-    ), _identity
+        identity
+    ), identity
     sides = [("encoder", backbone.encoder_layers, backbone.encoder_norm)]
     if hasattr(backbone, "decoder_layers"):
         sides.append(("decoder", backbone.decoder_layers, backbone.decoder_norm))
     for side, layers, norm in sides:
-        yield norm.scale, f"model.{side}.norm.weight", _identity, _identity
+        yield norm.scale, f"model.{side}.norm.weight", identity, identity
         for i, layer in enumerate(layers):
             yield from block_weight_map(layer, f"model.{side}.layers.{i}")
 

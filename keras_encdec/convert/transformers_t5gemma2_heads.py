@@ -109,9 +109,7 @@ def load_encoder(cls, preset, load_weights=True, **kwargs):
     """`T5Gemma2EncoderModel.from_preset`: a transformers T5Gemma 2 folder
     (only the encoder's text tensors are read) or a preset saved from
     `cls`."""
-    from keras_encdec.models.t5gemma2.t5gemma2_presets import T5GEMMA2_PRESETS
-
-    fmt, folder = preset_loader.resolve(preset, T5GEMMA2_PRESETS)
+    fmt, folder = preset_loader.resolve(preset, cls.presets)
     if fmt == preset_loader.KERAS_ENCDEC:
         with open(os.path.join(folder, "config.json")) as f:
             class_name = json.load(f).get("class_name")

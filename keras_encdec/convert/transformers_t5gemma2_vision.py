@@ -10,8 +10,8 @@ published checkpoints). Used by `transformers_t5gemma2`.
 import numpy as np
 
 from keras_encdec.convert.safetensors_io import CheckpointError
-from keras_encdec.convert.transformers_t5gemma import _identity
-from keras_encdec.convert.transformers_t5gemma import _transpose
+from keras_encdec.convert.transformers_blocks import identity
+from keras_encdec.convert.transformers_blocks import transpose
 
 
 def vision_kwargs(encoder):
@@ -64,16 +64,16 @@ def vision_weight_map(backbone):
     ), _conv_in, _conv_back
     yield embeddings.patch_embedding.bias, (
         f"{base}.embeddings.patch_embedding.bias"
-    ), _identity, _identity
+    ), identity, identity
     yield embeddings.position_embedding.embeddings, (
         f"{base}.embeddings.position_embedding.weight"
-    ), _identity, _identity
+    ), identity, identity
     for i, block in enumerate(tower.resblocks):
         prefix = f"{base}.encoder.layers.{i}"
         for norm, name in ((block.layer_norm_1, "layer_norm1"),
                            (block.layer_norm_2, "layer_norm2")):
-            yield norm.gamma, f"{prefix}.{name}.weight", _identity, _identity
-            yield norm.beta, f"{prefix}.{name}.bias", _identity, _identity
+            yield norm.gamma, f"{prefix}.{name}.weight", identity, identity
+            yield norm.beta, f"{prefix}.{name}.bias", identity, identity
         for dense, name in (
             (block.attn.query_proj, "self_attn.q_proj"),
             (block.attn.key_proj, "self_attn.k_proj"),
@@ -82,16 +82,16 @@ def vision_weight_map(backbone):
             (block.mlp_dense_1, "mlp.fc1"),
             (block.mlp_dense_2, "mlp.fc2"),
         ):
-            yield dense.kernel, f"{prefix}.{name}.weight", _transpose, _transpose
-            yield dense.bias, f"{prefix}.{name}.bias", _identity, _identity
+            yield dense.kernel, f"{prefix}.{name}.weight", transpose, transpose
+            yield dense.bias, f"{prefix}.{name}.bias", identity, identity
     norm = tower.encoder_layer_norm
-    yield norm.gamma, f"{base}.post_layernorm.weight", _identity, _identity
-    yield norm.beta, f"{base}.post_layernorm.bias", _identity, _identity
+    yield norm.gamma, f"{base}.post_layernorm.weight", identity, identity
+    yield norm.beta, f"{base}.post_layernorm.bias", identity, identity
     projector = backbone.vision_encoder.projector
     base = "model.encoder.multi_modal_projector"
     yield projector.norm.scale, f"{base}.mm_soft_emb_norm.weight", (
-        _identity
-    ), _identity
+        identity
+    ), identity
     yield projector.projection, f"{base}.mm_input_projection_weight", (
-        _identity
-    ), _identity
+        identity
+    ), identity

@@ -15,7 +15,7 @@ import types
 from keras_encdec.convert import transformers_t5gemma as hf
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
-from keras_encdec.models.stack_config import StackConfig
+from keras_encdec.stack_config import StackConfig
 
 HEAD_KERNEL = "score.out_proj.weight"
 HEAD_BIAS = "score.out_proj.bias"

@@ -12,9 +12,9 @@ from keras_encdec.convert import preset_loader
 from keras_encdec.models.encdec_inputs import INPUT_NAMES
 from keras_encdec.models.encdec_inputs import check_inputs
 from keras_encdec.models.finetuning_mixin import FineTuningMixin
-from keras_encdec.models.stack_config import StackConfig
-from keras_encdec.models.stack_config import alternating_layer_types  # noqa: F401
-from keras_encdec.models.stack_config import check_model_settings
+from keras_encdec.stack_config import StackConfig
+from keras_encdec.stack_config import alternating_layer_types  # noqa: F401
+from keras_encdec.stack_config import check_model_settings
 from keras_encdec.models.t5gemma.t5gemma_decoder_layer import T5GemmaDecoderLayer
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
@@ -47,7 +47,7 @@ class T5GemmaBackbone(FineTuningMixin, Backbone):
     Args:
         vocabulary_size: int. Shared vocabulary size.
         encoder_*, decoder_*: one set per stack of the fields of
-            `keras_encdec.models.stack_config.StackConfig` (types,
+            `keras_encdec.stack_config.StackConfig` (types,
             defaults and checks there): `hidden_dim`, `intermediate_dim`,
             `num_layers`, `num_heads`, `num_kv_heads`, `head_dim` (all
             required), `layer_types`, `sliding_window`,

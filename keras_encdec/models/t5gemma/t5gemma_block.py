@@ -3,9 +3,9 @@ attention sublayer, the MLP, the sandwich norms and the residual dropout."""
 
 import keras
 
-from keras_encdec.models.stack_config import FULL_ATTENTION  # noqa: F401
-from keras_encdec.models.stack_config import LAYER_TYPES
-from keras_encdec.models.stack_config import SLIDING_ATTENTION
+from keras_encdec.stack_config import FULL_ATTENTION  # noqa: F401
+from keras_encdec.stack_config import LAYER_TYPES
+from keras_encdec.stack_config import SLIDING_ATTENTION
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaMLP
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization

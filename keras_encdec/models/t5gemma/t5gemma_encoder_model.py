@@ -6,7 +6,7 @@ from keras_hub.models import Backbone
 from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
-from keras_encdec.models.stack_config import StackConfig
+from keras_encdec.stack_config import StackConfig
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import _make_layers
 from keras_encdec.models.t5gemma.t5gemma_block import check_remat
@@ -314,9 +314,9 @@ class T5GemmaEncoderModel(EncoderOnlyModel):
         >>> encoder.pooling
         'last'
         """
-        from keras_encdec.convert import encoder_preset
+        from keras_encdec.models.t5gemma import t5gemma_encoder_preset
 
-        return encoder_preset.load_encoder(
+        return t5gemma_encoder_preset.load_encoder(
             cls, preset, load_weights=load_weights, **kwargs
         )
 

@@ -9,7 +9,7 @@ Parameter counts are computed from the configs when the registry loads
 (never typed), two ways: `params` counts the shared embedding once, as this
 package stores it; `params_keras_hub` counts it twice (plus a second EOI
 row), as keras-hub stores it. `count_parameters` equals `count_params()` of
-the backbone built shape-only (`count_parameters_shape_only`, tested for the
+the backbone built shape-only (`keras_encdec.utils.shape_only`, tested for the
 published configs).
 
 Attention settings of the published presets, checked offline against the
@@ -38,7 +38,6 @@ two EOI rows (2 x width) fewer than its own backbone builds.
 """
 
 import functools
-import math
 import os
 
 from keras_encdec.models.preset_registry import load_registry
@@ -96,47 +95,6 @@ def count_parameters(config, keras_hub_layout=False):
         total += embeddings + vision["num_layers"] * block + 2 * dim
         total += dim + dim * width  # projector
     return total
-
-
-def count_parameters_shape_only(config, backbone_cls=None):
-    """`count_params()` of a backbone built without allocating its weights.
-
-    The backbone is built inside `keras.StatelessScope(
-    initialize_variables=False)`: Keras then defers every variable (shape
-    and initializer only). A plain `keras.StatelessScope()` initializes the
-    deferred variables when it exits, which is what allocated a full 4b_4b
-    model before. The deferred variables are dropped from Keras' pending
-    list afterwards, so no later scope initializes them.
-
-    Args:
-        config: dict. Backbone keyword arguments.
-        backbone_cls: the backbone class. Defaults to `T5Gemma2Backbone`
-            (keras-hub's `T5Gemma2Backbone` works too).
-
-    Returns:
-        int. The number of parameters.
-
-    Examples:
-
-    >>> config = T5GEMMA2_PRESETS["t5gemma2_270m_270m"]["config"]
-    >>> count_parameters_shape_only(config) == count_parameters(config)
-    True
-    """
-    import keras
-    from keras.src.backend.common import global_state
-
-    if backbone_cls is None:
-        from keras_encdec.models.t5gemma2.t5gemma2_backbone import (
-            T5Gemma2Backbone as backbone_cls,
-        )
-    key = "uninitialized_variables"
-    pending = list(global_state.get_global_attribute(key) or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            backbone = backbone_cls(**config)
-        return sum(math.prod(w.shape) for w in backbone.weights)
-    finally:
-        global_state.set_global_attribute(key, pending)
 
 
 def _load():

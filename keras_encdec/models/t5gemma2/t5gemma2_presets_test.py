@@ -9,9 +9,8 @@ from keras_hub.src.models.gemma3.gemma3_vision_encoder import Gemma3VisionEncode
 
 from keras_encdec.models.t5gemma2.t5gemma2_presets import T5GEMMA2_PRESETS
 from keras_encdec.models.t5gemma2.t5gemma2_presets import count_parameters
-from keras_encdec.models.t5gemma2.t5gemma2_presets import (
-    count_parameters_shape_only,
-)
+from keras_encdec.models import T5Gemma2Backbone
+from keras_encdec.utils.shape_only import count_parameters_shape_only
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="backend-independent counts"
@@ -33,7 +32,9 @@ def _pending():
 def test_analytic_count_equals_shape_only_build(name):
     config = T5GEMMA2_PRESETS[name]["config"]
     pending = len(_pending())
-    assert count_parameters_shape_only(config) == count_parameters(config)
+    assert count_parameters_shape_only(T5Gemma2Backbone, config) == (
+        count_parameters(config)
+    )
     assert len(_pending()) == pending  # Nothing left for a later scope.
     assert T5GEMMA2_PRESETS[name]["metadata"]["params"] == count_parameters(config)
 
@@ -77,8 +78,8 @@ def test_keras_hub_layout_count_equals_keras_hub_build(name):
     config = T5GEMMA2_PRESETS[name]["config"]
     width = config["hidden_dim"]
     built = (
-        count_parameters_shape_only({}, _keras_hub_text(config))
-        + count_parameters_shape_only({}, _keras_hub_vision(config))
+        count_parameters_shape_only(_keras_hub_text(config), {})
+        + count_parameters_shape_only(_keras_hub_vision(config), {})
         + 2 * width
     )
     assert count_parameters(config, keras_hub_layout=True) == built

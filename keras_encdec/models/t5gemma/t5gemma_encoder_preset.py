@@ -14,6 +14,7 @@ from keras_encdec.convert import transformers_t5gemma as hf
 from keras_encdec.convert import transformers_t5gemma_heads as heads
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
+from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -88,8 +89,6 @@ def backbone_layer_paths(config):
     """
     from keras.src.saving import saving_lib
     from keras.src.utils import naming
-
-    from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 
     sizes = {}
     for side in ("encoder", "decoder"):

@@ -5,7 +5,7 @@ import pytest
 from keras_encdec.convert import keras_hub_t5gemma
 from keras_encdec.errors import ConfigError
 from keras_encdec.models import T5GemmaBackbone
-from keras_encdec.models.stack_config import StackConfig
+from keras_encdec.stack_config import StackConfig
 from keras_encdec.models.t5gemma.t5gemma_attention import T5GemmaAttention
 from keras_encdec.ops import dot_product_attention
 from keras_encdec.testing import tiny_backbone_kwargs
