@@ -13,6 +13,7 @@ from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses import linear_cross_entropy
 from keras_encdec.models import fast_decode
+from keras_encdec.models.encdec_inputs import has_segment_ids
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
 from keras_encdec.models.t5gemma.t5gemma_backbone import check_inputs
@@ -260,11 +261,14 @@ class T5GemmaSeq2SeqLM(TaskGuardsMixin, ShuffledFitMixin, Seq2SeqLM):
         )
 
     def call(self, inputs, training=None, mask=None):
-        if training and getattr(self, "fused_loss", False):
-            # Training step with the chunked loss: hidden states, no logits.
-            return self.backbone(inputs, training=training)[
+        fused = training and getattr(self, "fused_loss", False)
+        if fused or has_segment_ids(inputs):
+            # The chunked loss takes hidden states (no logits); packed
+            # inputs run outside the functional graph (the backbone's).
+            hidden_states = self.backbone(inputs, training=training)[
                 "decoder_sequence_output"
             ]
+            return hidden_states if fused else self.compute_logits(hidden_states)
         return super().call(inputs, training=training, mask=mask)
 
     def output_embedding(self):
