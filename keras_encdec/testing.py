@@ -366,3 +366,41 @@ UNBALANCED_GQA_CONFIG = dict(
     decoder_sliding_window=3,
     initializer_range=0.3,
 )
+
+
+def tiny_gemma3_teacher(vocabulary_size=64, dtype=None, **overrides):
+    """A tiny random keras-hub `Gemma3CausalLM` (no preprocessor): vocab 64,
+    width 32, 2 layers (one sliding, window 16), GQA 2:1; a decoder-only
+    teacher that `keras_encdec.adapt.adapt_decoder_only` turns into a
+    `T5Gemma2Seq2SeqLM`."""
+    import keras_hub
+
+    config = dict(
+        vocabulary_size=vocabulary_size, image_size=None, num_layers=2,
+        num_query_heads=2, num_key_value_heads=1, hidden_dim=32,
+        intermediate_dim=64, head_dim=16, sliding_window_size=16,
+        vision_encoder=None, use_post_attention_norm=True,
+        use_post_ffw_norm=True, use_query_key_norm=True,
+    )
+    config.update(overrides)
+    backbone = keras_hub.models.Gemma3Backbone(**config, dtype=dtype)
+    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+
+
+def tiny_gemma2_teacher(vocabulary_size=64, dtype=None, **overrides):
+    """A tiny random keras-hub Gemma 2 `GemmaCausalLM` (no preprocessor):
+    vocab 64, width 32, 2 layers, window 8, soft-caps 50 / 30; the
+    decoder-only teacher of a T5Gemma built by `adapt_decoder_only`."""
+    import keras_hub
+
+    config = dict(
+        vocabulary_size=vocabulary_size, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=32, intermediate_dim=64,
+        head_dim=16, query_head_dim_normalize=True,
+        use_post_ffw_norm=True, use_post_attention_norm=True,
+        final_logit_soft_cap=30.0, attention_logit_soft_cap=50.0,
+        use_sliding_window_attention=True, sliding_window_size=8,
+    )
+    config.update(overrides)
+    backbone = keras_hub.models.GemmaBackbone(**config, dtype=dtype)
+    return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)

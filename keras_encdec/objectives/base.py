@@ -92,6 +92,15 @@ class Objective:
         and `<eos>`), `targets` and a str `kind`."""
         raise NotImplementedError
 
+    def _pad(self, example, encoder_sequence_length, decoder_sequence_length):
+        """One unpacked example as padded `(x, y, sample_weight)`."""
+        return pad_example(example, encoder_sequence_length,
+                           decoder_sequence_length, self.pad_id)
+
+    def _extra_x_spec(self):
+        """`tf.TensorSpec`s of inputs a subclass adds to `x` (by name)."""
+        return {}
+
     def examples(self, documents):
         """Yields unpadded examples, in document order.
 
@@ -136,7 +145,7 @@ class Objective:
         if packed:
             rows = pack_examples(examples, *lengths, pad_id=self.pad_id)
         else:
-            rows = (pad_example(e, *lengths, self.pad_id) for e in examples)
+            rows = (self._pad(e, *lengths) for e in examples)
         if batch_size is None:
             yield from rows
             return
@@ -167,6 +176,7 @@ class Objective:
             "decoder_token_ids": tf.TensorSpec((None, dec), tf.int32),
             "decoder_padding_mask": tf.TensorSpec((None, dec), tf.bool),
         }
+        x_spec.update(self._extra_x_spec())
         if packed:
             x_spec["encoder_segment_ids"] = tf.TensorSpec((None, enc), tf.int32)
             x_spec["decoder_segment_ids"] = tf.TensorSpec((None, dec), tf.int32)

@@ -55,6 +55,7 @@ def _prefix_example(obj, tokens, rng, split, mode_id, kind):
     encoder = np.concatenate([head, chunk[:prefix], [obj.eos_id]])
     example = dict(
         encoder_token_ids=encoder.astype("int32"),
+        prefix=chunk[:prefix],
         targets=chunk[prefix:],
         kind=kind,
     )
@@ -76,6 +77,16 @@ class PrefixLM(Objective):
         split: int or None. Prefix length; at most
             `encoder_sequence_length - 1` (`<eos>` is appended). Defaults to
             None (random per chunk).
+        teacher_inputs: bool. Also give each `x` the decoder-only teacher's
+            input for `PrefixLMDistillation`: `teacher_token_ids` =
+            `<bos> prefix targets` and `teacher_padding_mask`, of length
+            `encoder_sequence_length + decoder_sequence_length - 1`, with
+            `<bos> prefix` left-padded to the first
+            `encoder_sequence_length` columns and the targets (right-padded)
+            in the last `decoder_sequence_length - 1`, so the teacher
+            position predicting decoder label `j` is always
+            `encoder_sequence_length - 1 + j`. Not with `packed=True`.
+            Defaults to False.
         **kwargs: `tokenizer`, `bos_id`, `eos_id`, `pad_id`, `seed` (see
             `Objective`).
 
@@ -87,10 +98,16 @@ class PrefixLM(Objective):
     ([10, 11, 12, 1, 0, 0, 0, 0], [13, 14, 15, 16, 17, 1])
     >>> x["decoder_token_ids"].tolist()
     [2, 13, 14, 15, 16, 17]
+    >>> with_teacher = PrefixLM(5, 4, split=2, teacher_inputs=True)
+    >>> x, y, w = next(with_teacher([list(range(10, 14))]))
+    >>> x["teacher_token_ids"].tolist(), y.tolist()
+    ([0, 0, 2, 10, 11, 12, 13, 0], [12, 13, 1, 0])
+    >>> x["teacher_padding_mask"].tolist()
+    [False, False, True, True, True, True, True, False]
     """
 
     def __init__(self, encoder_sequence_length, decoder_sequence_length,
-                 split=None, **kwargs):
+                 split=None, teacher_inputs=False, **kwargs):
         super().__init__(encoder_sequence_length, decoder_sequence_length,
                          **kwargs)
         if split is not None and not (
@@ -103,9 +120,57 @@ class PrefixLM(Objective):
                 f"Received: split={split!r}."
             )
         self.split = split
+        self.teacher_inputs = bool(teacher_inputs)
+        # <bos> + prefix (<= encoder capacity) + targets.
+        self.teacher_sequence_length = (
+            self.encoder_sequence_length + self.decoder_sequence_length - 1
+        )
 
     def _next_example(self, tokens, rng):
         return _prefix_example(self, tokens, rng, self.split, None, "prefix")
+
+    def __call__(self, documents, batch_size=None, packed=False):
+        if packed and self.teacher_inputs:
+            raise ValueError(
+                "`teacher_inputs=True` needs one example per row: the "
+                "teacher's positions are aligned per row. Received: "
+                "packed=True. Use packed=False."
+            )
+        yield from super().__call__(documents, batch_size, packed)
+
+    def teacher_row(self, example):
+        """`(teacher_token_ids, teacher_padding_mask)` of one example
+        (see `teacher_inputs`)."""
+        width = self.encoder_sequence_length
+        head = np.concatenate([[self.bos_id], example["prefix"]])
+        targets = example["targets"]
+        ids = np.full(self.teacher_sequence_length, self.pad_id, "int32")
+        ids[width - len(head):width] = head
+        ids[width:width + len(targets)] = targets
+        mask = np.zeros(self.teacher_sequence_length, bool)
+        mask[width - len(head):width + len(targets)] = True
+        return ids, mask
+
+    def _pad(self, example, encoder_sequence_length, decoder_sequence_length):
+        x, y, w = super()._pad(
+            example, encoder_sequence_length, decoder_sequence_length
+        )
+        if self.teacher_inputs:
+            x["teacher_token_ids"], x["teacher_padding_mask"] = (
+                self.teacher_row(example)
+            )
+        return x, y, w
+
+    def _extra_x_spec(self):
+        if not self.teacher_inputs:
+            return {}
+        import tensorflow as tf
+
+        shape = (None, self.teacher_sequence_length)
+        return {
+            "teacher_token_ids": tf.TensorSpec(shape, tf.int32),
+            "teacher_padding_mask": tf.TensorSpec(shape, tf.bool),
+        }
 
 
 @dataclasses.dataclass(frozen=True)

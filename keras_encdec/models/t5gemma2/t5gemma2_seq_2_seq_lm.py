@@ -5,7 +5,7 @@ from keras_hub.src.utils.python_utils import classproperty
 
 from keras_encdec.api import register
 from keras_encdec.convert import transformers_t5gemma2
-from keras_encdec.models.t5gemma.t5gemma_seq_2_seq_lm import T5GemmaSeq2SeqLM
+from keras_encdec.models.encdec_seq_2_seq_lm import EncDecSeq2SeqLM
 from keras_encdec.models.t5gemma2.t5gemma2_backbone import T5Gemma2Backbone
 from keras_encdec.models.t5gemma2.t5gemma2_config import PIXEL_VALUES
 from keras_encdec.models.t5gemma2.t5gemma2_config import check_t5gemma2_inputs
@@ -16,12 +16,13 @@ from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm_preprocessor import (
 
 
 @register
-class T5Gemma2Seq2SeqLM(T5GemmaSeq2SeqLM):
+class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
     """T5Gemma 2 encoder-decoder language model.
 
-    Everything but the backbone is T5Gemma's task (`T5GemmaSeq2SeqLM`):
-    logits from the shared embedding with the optional final soft-cap;
-    `generate()` encodes once, computes every decoder block's cross
+    Everything but the backbone and the inputs is the shared task
+    (`keras_encdec.models.encdec_seq_2_seq_lm.EncDecSeq2SeqLM`, as for
+    `T5GemmaSeq2SeqLM`): logits from the shared embedding with the
+    optional final soft-cap; `generate()` encodes once, computes every decoder block's cross
     keys/values once (`key_norm(key(enc))`, `value(enc)`) and decodes with a
     static self-attention cache (samplers `"greedy"`, `"top_k"`, `"top_p"`,
     `"beam"`, ...); `fit` trains with the chunked cross-entropy;
@@ -55,6 +56,7 @@ class T5Gemma2Seq2SeqLM(T5GemmaSeq2SeqLM):
         return dict(T5GEMMA2_PRESETS)
 
     def __call__(self, inputs, *args, **kwargs):
+        inputs = self.model_inputs(inputs)
         check_t5gemma2_inputs(inputs, self.backbone.vision_config)
         if self.backbone.vision_config is not None and PIXEL_VALUES not in inputs:
             # Text only on a vision model: the functional graph needs pixels.
@@ -62,12 +64,13 @@ class T5Gemma2Seq2SeqLM(T5GemmaSeq2SeqLM):
         return Seq2SeqLM.__call__(self, inputs, *args, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
+        inputs = self.model_inputs(inputs)
         if PIXEL_VALUES in inputs or self.backbone.vision_config is None:
             return super().call(inputs, training=training, mask=mask)
         hidden_states = self.backbone(inputs, training=training)[
             "decoder_sequence_output"
         ]
-        if training and getattr(self, "fused_loss", False):
+        if self._returns_hidden_states(training):
             return hidden_states
         return self.compute_logits(hidden_states)
 

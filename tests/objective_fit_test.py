@@ -1,8 +1,9 @@
-"""`fit` trains with the chunked loss: one SGD step equals transformers'.
+"""`fit` trains with the default objective: one SGD step equals transformers'.
 
 A tiny random transformers T5Gemma is loaded into ours; both take one SGD
 step on the same padded batch (transformers: its own loss with -100 on
-padding; ours: `compile(loss="auto")`, the chunked loss from hidden states).
+padding; ours: `compile()`, i.e. `TokenCrossEntropy`, the chunked loss from
+hidden states).
 Our updated weights, exported back to transformers, must equal transformers'
 updated weights, and the reported losses must agree.
 """
@@ -15,6 +16,7 @@ import keras
 from keras_encdec import testing
 from keras_encdec.convert.safetensors_io import SafetensorsReader
 from keras_encdec.models import T5GemmaSeq2SeqLM
+from keras_encdec.objectives import TokenCrossEntropy
 
 LEARNING_RATE = 0.5
 
@@ -53,7 +55,7 @@ def test_one_sgd_step_matches_transformers(tmp_path, tied):
     # Ours: default compile = chunked loss from hidden states.
     lm = T5GemmaSeq2SeqLM.from_preset(str(tmp_path / "before"))
     lm.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
-    assert lm.fused_loss
+    assert isinstance(lm.objective, TokenCrossEntropy)
     loss = lm.train_on_batch(batch, labels, sample_weight=weights)
     assert abs(float(loss) - float(out.loss)) <= 1e-5
 
@@ -92,7 +94,17 @@ def test_training_step_builds_no_vocabulary_sized_logits():
         optimizer="sgd",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    assert not lm.fused_loss
+    assert lm.objective is None
     metrics = lm.evaluate(batch, labels, return_dict=True, verbose=0)
     assert "sparse_categorical_accuracy" in metrics
     assert ops.convert_to_numpy(lm(batch)).shape == (2, 5, 384)
+
+
+def test_objective_and_loss_together_raise():
+    lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random", preprocessor=None)
+    with pytest.raises(ValueError, match="either `objective=`.*not both"):
+        lm.compile(objective=TokenCrossEntropy(), loss="mse")
+    with pytest.raises(TypeError, match="TrainingObjective"):
+        lm.compile(objective="ce")
+    with pytest.raises(ValueError, match="Unknown loss `impl`"):
+        TokenCrossEntropy(impl="cuda")
