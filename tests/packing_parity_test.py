@@ -2,15 +2,17 @@
 
 Tiny random T5Gemma and T5Gemma 2 models (weights with real spread, sliding
 windows shorter than the examples) see a few examples of different lengths
-twice: padded one per row (`pad_example`) and packed several per row with
-segment ids (`pack_examples`). Each example's logits at its own positions
-and its token-mean cross-entropy must agree, for every attention impl that
-runs on the backend (pallas in interpret mode on jax; flex forward on
-torch). T5Gemma keeps absolute positions in packed rows (RoPE is relative
+twice: padded one per row (`pad_example`, through the functional graph,
+impl "dense") and packed several per row with segment ids
+(`pack_examples`). Each example's logits at its own positions and its
+token-mean cross-entropy must agree, for every attention impl that runs on
+the backend (pallas in interpret mode on jax; flex forward on torch). T5Gemma keeps absolute positions in packed rows (RoPE is relative
 and its cross-attention has none); T5Gemma 2's decoder restarts them per
 segment (its merged attention scores rotated queries against unrotated
 encoder keys).
 """
+
+import functools
 
 import keras
 import numpy as np
@@ -53,6 +55,7 @@ def t5gemma2_kwargs(**overrides):
     return config
 
 
+# Built once per family (dense); the tests switch the attention impl.
 FAMILIES = {
     "t5gemma": lambda impl: T5GemmaSeq2SeqLM(T5GemmaBackbone(
         **tiny_backbone_kwargs(encoder_sliding_window=3,
@@ -63,12 +66,23 @@ FAMILIES = {
 }
 
 
-def build(family, impl):
+@functools.lru_cache(maxsize=None)
+def build(family):
     keras.utils.set_random_seed(0)
-    lm = FAMILIES[family](impl)
+    lm = FAMILIES[family]("dense")
     rng = np.random.default_rng(1)
     for weight in lm.weights:  # real spread: every sublayer matters
         weight.assign(rng.normal(0, 0.3, weight.shape).astype(weight.dtype))
+    return lm
+
+
+def with_impl(family, impl):
+    """The family's model with every attention layer on `impl`."""
+    lm = build(family)
+    for layer in lm.backbone._flatten_layers():
+        if hasattr(layer, "query_pre_attn_scalar"):  # attention layers
+            layer.attention_impl = impl
+    lm.predict_function = None  # retrace with the new impl
     return lm
 
 
@@ -104,12 +118,9 @@ def token_losses(logits, labels):
 
 
 def logits_of(lm, x):
-    if BACKEND == "torch":
-        import torch
-
-        with torch.no_grad():  # flex runs forward only on CPU
-            return ops.convert_to_numpy(lm(x))
-    return ops.convert_to_numpy(lm(x))
+    """`lm(x)` as numpy, in one compiled predict step (no gradients: flex
+    runs forward only on CPU)."""
+    return ops.convert_to_numpy(lm.predict_on_batch(x))
 
 
 @pytest.fixture
@@ -117,18 +128,23 @@ def pallas_interpret(monkeypatch):
     monkeypatch.setenv(attention_pallas.INTERPRET_ENV, "1")
 
 
+@functools.lru_cache(maxsize=None)
+def unpacked(family):
+    """Logits and labels of the examples padded one per row (dense)."""
+    rows = [pad_example(e, ENCODER_LENGTH, DECODER_LENGTH)
+            for e in examples()]
+    x, y, _ = stack(rows)
+    return logits_of(with_impl(family, "dense"), x), y
+
+
 @pytest.mark.usefixtures("pallas_interpret")
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_packed_losses_equal_unpacked(family, impl):
-    lm = build(family, impl)
+    alone, uy = unpacked(family)
     x, y, _ = packed_batch()
-    packed = logits_of(lm, x)
+    packed = logits_of(with_impl(family, impl), x)
     segments = x["decoder_segment_ids"]
-    unpacked = [pad_example(e, ENCODER_LENGTH, DECODER_LENGTH)
-                for e in examples()]
-    ux, uy, _ = stack(unpacked)
-    alone = logits_of(lm, ux)
     row, segment, loss_errors, logit_errors = 0, 0, [], []
     for i, (_, dec) in enumerate(LENGTHS):
         segment += 1
@@ -153,7 +169,7 @@ def test_packed_losses_equal_unpacked(family, impl):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_segments_change_the_logits(family):
     # Without segment ids the packed rows attend across examples.
-    lm = build(family, "dense")
+    lm = with_impl(family, "dense")
     x, _, _ = packed_batch()
     plain = {k: v for k, v in x.items() if "segment" not in k}
     difference = np.abs(logits_of(lm, x) - logits_of(lm, plain)).max()
@@ -162,7 +178,8 @@ def test_segments_change_the_logits(family):
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_fit_step_on_packed_rows_reports_the_token_mean_loss(family):
-    lm = build(family, "xla")
+    keras.utils.set_random_seed(0)
+    lm = FAMILIES[family]("dense")  # its own model: the step trains it
     x, y, w = packed_batch()
     logits = logits_of(lm, x)
     expected = (token_losses(logits, y) * w).sum() / w.sum()
