@@ -4,6 +4,7 @@ Commands:
     demo    Adapt Gemma 3 270M into T5Gemma 2, fine-tune it with LoRA on
             standard-library docstrings, report chrF (offline).
     adapt   Turn decoder-only Gemma 2 checkpoints into a T5Gemma preset.
+    pretrain  Pretrain on text files (PrefixLM / UL2, packing, resumable).
 
 Each command lives in its own module exposing `add_parser(subparsers)`,
 which registers the sub-command and sets `func` to run it.
@@ -17,6 +18,7 @@ import sys
 COMMANDS = {
     "demo": "keras_encdec.demo.cli",
     "adapt": "keras_encdec.adapt.cli",
+    "pretrain": "keras_encdec.training.pretrain_cli",
 }
 
 

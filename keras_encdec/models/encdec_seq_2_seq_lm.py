@@ -19,6 +19,7 @@ from keras_encdec.convert import preset_loader
 from keras_encdec.convert import transformers_t5gemma
 from keras_encdec.errors import log_missing_tokenizer
 from keras_encdec.losses.dense import soft_cap
+from keras_encdec.models.encdec_inputs import has_segment_ids
 from keras_encdec.models.encdec_generation import EncDecGenerationMixin
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.task_guards import TaskGuardsMixin
@@ -301,10 +302,13 @@ class EncDecSeq2SeqLM(
 
     def call(self, inputs, training=None, mask=None):
         inputs = self.model_inputs(inputs)  # jax steps call `call` directly
-        if self._returns_hidden_states(training):
-            return self.backbone(inputs, training=training)[
+        hidden = self._returns_hidden_states(training)
+        if hidden or has_segment_ids(inputs):
+            # Packed inputs run outside the functional graph (the backbone's).
+            hidden_states = self.backbone(inputs, training=training)[
                 "decoder_sequence_output"
             ]
+            return hidden_states if hidden else self.compute_logits(hidden_states)
         return super().call(inputs, training=training, mask=mask)
 
     def _returns_hidden_states(self, training):

@@ -42,6 +42,7 @@ import keras
 import numpy as np
 
 from keras_encdec.errors import InputError
+from keras_encdec.models.encdec_inputs import SEGMENT_NAMES
 from keras_encdec.utils import atomic_save
 
 TOKEN_ID_KEYS = ("encoder_token_ids", "decoder_token_ids")
@@ -148,6 +149,22 @@ def check_max_length(max_length):
         )
 
 
+def check_no_segment_ids(inputs):
+    """Raises a `ValueError` when `generate` inputs carry segment ids
+    (packing is for training; each prompt needs its own row)."""
+    batches = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    for batch in batches:
+        given = sorted(set(SEGMENT_NAMES) & set(batch)) if isinstance(
+            batch, dict) else []
+        if given:
+            raise ValueError(
+                "`generate()` does not take packed inputs. Received: "
+                f"{given}. Sequence packing is a training feature (fit, "
+                "evaluate, predict); to generate, give each prompt its own "
+                "row, without segment ids."
+            )
+
+
 @contextlib.contextmanager
 def keep_variables_on_failure(model):
     """Reattaches variable values that a failed JAX step left detached."""
@@ -206,6 +223,7 @@ class TaskGuardsMixin:
 
     def generate(self, inputs, max_length=None, *args, **kwargs):
         check_max_length(max_length)
+        check_no_segment_ids(inputs)
         return super().generate(inputs, max_length, *args, **kwargs)
 
     def save_to_preset(self, preset_dir, max_shard_size=10, overwrite=False):

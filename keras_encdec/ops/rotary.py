@@ -46,3 +46,30 @@ def apply_rotary_embedding(x, positions, max_wavelength=10000.0):
     first, second = ops.split(x, 2, axis=-1)
     rotated = ops.concatenate([-second, first], axis=-1)
     return x * cos + rotated * sin
+
+
+def segment_positions(segment_ids):
+    """Positions that restart at 0 on each packed segment.
+
+    A token's position is its distance from the first token of its run of
+    equal segment ids (packed segments are contiguous runs).
+
+    Args:
+        segment_ids: int tensor. `[batch, seq]` segment ids.
+
+    Returns:
+        An int32 tensor `[batch, seq]`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> ops.convert_to_numpy(segment_positions([[1, 1, 1, 2, 2, 0]])).tolist()
+    [[0, 1, 2, 0, 1, 0]]
+    """
+    segment_ids = ops.cast(segment_ids, "int32")
+    shape = ops.shape(segment_ids)
+    index = ops.broadcast_to(ops.arange(shape[1], dtype="int32")[None], shape)
+    previous = ops.pad(segment_ids[:, :-1], [[0, 0], [1, 0]],
+                       constant_values=-1)
+    starts = ops.where(ops.not_equal(segment_ids, previous), index, 0)
+    return index - ops.associative_scan(ops.maximum, starts, axis=1)

@@ -177,6 +177,8 @@ class T5GemmaAttention(keras.layers.Layer):
         cache=None,
         cache_update_index=None,
         training=None,
+        query_segment_ids=None,
+        key_segment_ids=None,
     ):
         """Runs attention.
 
@@ -192,6 +194,10 @@ class T5GemmaAttention(keras.layers.Layer):
             cache_update_index: int or int tensor: the absolute position of
                 `hidden_states[:, 0]` (self-attention with a cache).
             training: bool. Enables dropout.
+            query_segment_ids: int tensor `[batch, T]` or None: segment ids
+                of packed queries; with `key_segment_ids` (`[batch, S]`), a
+                key is visible only from queries of its segment.
+            key_segment_ids: int tensor `[batch, S]` or None.
 
         Returns:
             `(output, cache)`: output `[batch, T, hidden_dim]` and the
@@ -239,6 +245,8 @@ class T5GemmaAttention(keras.layers.Layer):
             sliding_window=self.sliding_window,
             key_padding_mask=key_padding_mask,
             query_offset=offset,
+            query_segment_ids=query_segment_ids,
+            key_segment_ids=key_segment_ids,
             probabilities_dropout=dropout,
             impl=self.attention_impl,
         )

@@ -20,6 +20,10 @@ from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLaye
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma.t5gemma_layers import kernel_initializer
 from keras_encdec.models.t5gemma.t5gemma_presets import T5GEMMA_PRESETS
+from keras_encdec.models.t5gemma.t5gemma_stacks import PackedCallMixin
+from keras_encdec.models.t5gemma.t5gemma_stacks import decoder_stack
+from keras_encdec.models.t5gemma.t5gemma_stacks import encoder_stack
+from keras_encdec.models.t5gemma.t5gemma_stacks import segment_kwargs
 from keras_encdec.utils.validation import check_known_kwargs
 
 
@@ -30,7 +34,7 @@ def scale_embeddings(embeddings, hidden_dim):
 
 
 @register
-class T5GemmaBackbone(FineTuningMixin, Backbone):
+class T5GemmaBackbone(FineTuningMixin, PackedCallMixin, Backbone):
     """T5Gemma: Gemma 2 blocks arranged as an encoder-decoder.
 
     The encoder and decoder are configured separately, so unbalanced pairs
@@ -43,6 +47,18 @@ class T5GemmaBackbone(FineTuningMixin, Backbone):
     `decoder_token_ids` and `decoder_padding_mask` (int `[batch, len]`).
     Outputs are a dict with `encoder_sequence_output` and
     `decoder_sequence_output`.
+
+    Packed rows (`keras_encdec.objectives.pack_examples`) add
+    `encoder_segment_ids` and `decoder_segment_ids` (int `[batch, len]`,
+    1, 2, ... per example, 0 on padding; both or neither): encoder and
+    decoder self-attention and cross-attention then stay inside a segment
+    (decoder segment `i` sees only encoder segment `i`). Positions do not
+    restart per segment: RoPE and the sliding windows depend only on the
+    distance `q - k` between a query and a key of the same segment (and
+    cross-attention has no RoPE), so a packed example gets the logits it
+    gets alone in a row (`tests/packing_parity_test.py`). Such calls run
+    the layers outside the functional graph (`call_layers`); calls without
+    segment ids use the graph, which has the four inputs above.
 
     Args:
         vocabulary_size: int. Shared vocabulary size.
@@ -239,14 +255,11 @@ class T5GemmaBackbone(FineTuningMixin, Backbone):
 
     # The encoder and decoder passes are methods so that generation can run
     # them separately (encoder once, decoder step by step with caches).
-    def _encode(self, token_ids, padding_mask, training=None):
+    def _encode(self, token_ids, padding_mask, training=None, segment_ids=None):
         x = self.token_embedding(token_ids)
         x = scale_embeddings(x, self.token_embedding.output_dim)
         x = self.embedding_dropout(x, training=training)
-        for layer in self.encoder_layers:
-            x = layer(x, padding_mask=padding_mask, training=training)
-        x = self.encoder_norm(x)
-        return self.output_dropout(x, training=training)
+        return encoder_stack(self, x, padding_mask, training, segment_ids)
 
     def _decode(
         self,
@@ -257,26 +270,18 @@ class T5GemmaBackbone(FineTuningMixin, Backbone):
         caches=None,
         cache_update_index=None,
         training=None,
+        segment_ids=None,
+        encoder_segment_ids=None,
     ):
         x = self.decoder_token_embedding(token_ids)
         x = scale_embeddings(x, self.decoder_token_embedding.output_dim)
         x = self.embedding_dropout(x, training=training)
-        new_caches = []
-        for i, layer in enumerate(self.decoder_layers):
-            self_cache, cross_cache = (None, None) if caches is None else caches[i]
-            x, layer_caches = layer(
-                x,
-                encoder_output if cross_cache is None else None,
-                padding_mask=padding_mask,
-                encoder_padding_mask=encoder_padding_mask,
-                self_attention_cache=self_cache,
-                cross_attention_cache=cross_cache,
-                cache_update_index=cache_update_index,
-                training=training,
-            )
-            new_caches.append(layer_caches)
-        x = self.decoder_norm(x)
-        return self.output_dropout(x, training=training), new_caches
+        return decoder_stack(
+            self, x, padding_mask, encoder_output, encoder_padding_mask,
+            caches, cache_update_index, training,
+            segment_kwargs(segment_ids=segment_ids,
+                           encoder_segment_ids=encoder_segment_ids),
+        )
 
     def encode(self, token_ids, padding_mask):
         """Runs the encoder alone (inference). Returns `[batch, S, width]`."""

@@ -113,12 +113,17 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
         cross_attention_cache=None,
         cache_update_index=None,
         training=None,
+        segment_ids=None,
+        encoder_segment_ids=None,
     ):
         """Runs the block.
 
         Returns `(hidden_states, (self_cache, cross_cache))`, where each cache
         is the `(key, value)` tuple the attention used. `encoder_output` may
         be None when `cross_attention_cache` holds the encoder keys/values.
+        `segment_ids` / `encoder_segment_ids` (int `[batch, T]` / `[batch,
+        S]`, given together) keep self- and cross-attention inside each
+        packed segment.
         """
         if self_attention_cache is None and cross_attention_cache is None:
             return self.rematerialized(
@@ -128,6 +133,8 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
                 encoder_output=encoder_output,
                 padding_mask=padding_mask,
                 encoder_padding_mask=encoder_padding_mask,
+                segment_ids=segment_ids,
+                encoder_segment_ids=encoder_segment_ids,
             )
         return self.forward(
             hidden_states,
@@ -138,6 +145,8 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
             cross_attention_cache=cross_attention_cache,
             cache_update_index=cache_update_index,
             training=training,
+            segment_ids=segment_ids,
+            encoder_segment_ids=encoder_segment_ids,
         )
 
     def forward(
@@ -150,6 +159,8 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
         cross_attention_cache=None,
         cache_update_index=None,
         training=None,
+        segment_ids=None,
+        encoder_segment_ids=None,
     ):
         """The block's computation (`call` adds the optional remat)."""
         x = self.pre_self_attention_norm(hidden_states)
@@ -159,6 +170,8 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
             cache=self_attention_cache,
             cache_update_index=cache_update_index,
             training=training,
+            query_segment_ids=segment_ids,
+            key_segment_ids=segment_ids,
         )
         x = self.post_self_attention_norm(x)
         hidden_states = self.residual(hidden_states, x, training)
@@ -170,6 +183,8 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
             key_padding_mask=encoder_padding_mask,
             cache=cross_attention_cache,
             training=training,
+            query_segment_ids=segment_ids,
+            key_segment_ids=encoder_segment_ids,
         )
         x = self.post_cross_attention_norm(x)
         hidden_states = self.residual(hidden_states, x, training)

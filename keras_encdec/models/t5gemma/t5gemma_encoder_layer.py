@@ -58,19 +58,26 @@ class T5GemmaEncoderLayer(T5GemmaBlock):
         ):
             layer.build(input_shape)
 
-    def call(self, hidden_states, padding_mask=None, training=None):
+    def call(self, hidden_states, padding_mask=None, training=None,
+             segment_ids=None):
+        """Runs the block; `segment_ids` (int `[batch, length]` or None)
+        keeps attention inside each packed segment."""
         return self.rematerialized(
             self.forward,
             training,
             hidden_states=hidden_states,
             padding_mask=padding_mask,
+            segment_ids=segment_ids,
         )
 
-    def forward(self, hidden_states, padding_mask=None, training=None):
+    def forward(self, hidden_states, padding_mask=None, training=None,
+                segment_ids=None):
         """The block's computation (`call` adds the optional remat)."""
         x = self.pre_self_attention_norm(hidden_states)
         x, _ = self.self_attention(
-            x, key_padding_mask=padding_mask, training=training
+            x, key_padding_mask=padding_mask, training=training,
+            query_segment_ids=segment_ids,
+            key_segment_ids=segment_ids,
         )
         x = self.post_self_attention_norm(x)
         hidden_states = self.residual(hidden_states, x, training)

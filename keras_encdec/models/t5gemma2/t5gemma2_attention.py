@@ -11,6 +11,7 @@ from keras_encdec.ops import apply_rotary_embedding
 from keras_encdec.ops import dot_product_attention
 from keras_encdec.ops import merged_dot_product_attention
 from keras_encdec.ops import t5gemma2_encoder_window
+from keras_encdec.ops.rotary import segment_positions
 
 
 @register
@@ -160,6 +161,9 @@ class T5Gemma2Attention(T5GemmaAttention):
         cross_cache=None,
         cache_update_index=None,
         training=None,
+        query_segment_ids=None,
+        key_segment_ids=None,
+        encoder_segment_ids=None,
     ):
         """Runs attention.
 
@@ -176,6 +180,15 @@ class T5Gemma2Attention(T5GemmaAttention):
             cache_update_index: int or int tensor: absolute position of
                 `hidden_states[:, 0]`.
             training: bool. Enables dropout.
+            query_segment_ids: int tensor `[batch, T]` or None: packed
+                segments of the queries; with `key_segment_ids` (the self
+                keys' segments, `[batch, T_keys]`) a self key is visible
+                only from queries of its segment. Merged attention also
+                restarts the RoPE positions on each segment.
+            key_segment_ids: int tensor or None.
+            encoder_segment_ids: int tensor `[batch, S]` or None (merged
+                only, needs `query_segment_ids`): an encoder key is visible
+                only from decoder queries of its segment.
 
         Returns:
             `(output, (key, value))` for the encoder, and
@@ -184,6 +197,16 @@ class T5Gemma2Attention(T5GemmaAttention):
         query_length = ops.shape(hidden_states)[1]
         offset = 0 if cache_update_index is None else cache_update_index
         positions = ops.arange(query_length, dtype="int32") + offset
+        if self.merged and query_segment_ids is not None:
+            # Rotated queries meet unrotated encoder keys: the cross scores
+            # depend on absolute decoder positions, so packed segments
+            # restart them (as each example alone in a row has them).
+            if cache is not None:
+                raise ValueError(
+                    "Packed inputs (segment ids) run without a KV cache. "
+                    "Received: query_segment_ids and a self-attention cache."
+                )
+            positions = segment_positions(query_segment_ids)
         query = self.rotate(
             self.query_norm(self.query_dense(hidden_states)), positions
         )
@@ -211,6 +234,8 @@ class T5Gemma2Attention(T5GemmaAttention):
                 scale=scale,
                 sliding_window=window,
                 key_padding_mask=key_padding_mask,
+                query_segment_ids=query_segment_ids,
+                key_segment_ids=key_segment_ids,
                 probabilities_dropout=dropout,
                 impl=self.attention_impl,
             )
@@ -234,6 +259,9 @@ class T5Gemma2Attention(T5GemmaAttention):
             key_padding_mask=key_padding_mask,
             cross_padding_mask=encoder_padding_mask,
             query_offset=offset,
+            query_segment_ids=query_segment_ids,
+            key_segment_ids=key_segment_ids,
+            cross_segment_ids=encoder_segment_ids,
             impl=self.attention_impl,
         )
         return self.output_dense(attended), ((key, value), cross_cache)

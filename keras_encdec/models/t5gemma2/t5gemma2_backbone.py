@@ -4,8 +4,12 @@ import keras
 from keras_hub.models import Backbone
 
 from keras_encdec.api import register
+from keras_encdec.models.encdec_inputs import ENCODER_SEGMENT_IDS
 from keras_encdec.models.t5gemma.t5gemma_backbone import INPUT_NAMES
 from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+from keras_encdec.models.t5gemma.t5gemma_stacks import decoder_stack
+from keras_encdec.models.t5gemma.t5gemma_stacks import encoder_stack
+from keras_encdec.models.t5gemma.t5gemma_stacks import segment_kwargs
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma2.t5gemma2_backbone_config import (
     T5Gemma2BackboneConfigMixin,
@@ -41,8 +45,16 @@ class T5Gemma2Backbone(T5Gemma2BackboneConfigMixin, T5GemmaBackbone):
     write it back on export).
 
     Inputs are T5Gemma's dict (`encoder_token_ids`, `encoder_padding_mask`,
-    `decoder_token_ids`, `decoder_padding_mask`). Outputs are a dict with
-    `encoder_sequence_output` and `decoder_sequence_output`.
+    `decoder_token_ids`, `decoder_padding_mask`), optionally with packed
+    `encoder_segment_ids` and `decoder_segment_ids` (see `T5GemmaBackbone`):
+    encoder self-attention and both key sets of the merged decoder attention
+    stay inside a segment. Unlike T5Gemma, the decoder's RoPE positions
+    restart on each segment (computed from `decoder_segment_ids`): merged
+    attention scores rotated queries against unrotated encoder keys, so
+    those scores depend on absolute decoder positions. The encoder's
+    positions need not restart (self-attention only: RoPE is relative).
+    Outputs are a dict with `encoder_sequence_output` and
+    `decoder_sequence_output`.
 
     Args:
         vocabulary_size: int. Shared vocabulary size.
@@ -306,30 +318,21 @@ class T5Gemma2Backbone(T5Gemma2BackboneConfigMixin, T5GemmaBackbone):
     def __call__(self, inputs, *args, **kwargs):
         check_t5gemma2_inputs(inputs, self.vision_config)
         if self.vision_config is not None and PIXEL_VALUES not in inputs:
-            return self.call_text_only(inputs, training=kwargs.get("training"))
+            # A vision backbone without images: the graph takes pixels.
+            return self.call_layers(inputs, training=kwargs.get("training"))
         return Backbone.__call__(self, inputs, *args, **kwargs)
 
-    def call_text_only(self, inputs, training=None):
-        """Runs a vision backbone without images (the functional graph
-        takes `pixel_values`); returns the same output dict."""
-        encoder_output = self._encode(
+    def _encode_inputs(self, inputs, training):
+        return self._encode(
             inputs["encoder_token_ids"],
             inputs["encoder_padding_mask"],
+            inputs.get(PIXEL_VALUES),
             training=training,
+            segment_ids=inputs.get(ENCODER_SEGMENT_IDS),
         )
-        decoder_output, _ = self._decode(
-            inputs["decoder_token_ids"],
-            inputs["decoder_padding_mask"],
-            encoder_output,
-            inputs["encoder_padding_mask"],
-            training=training,
-        )
-        return {
-            "encoder_sequence_output": encoder_output,
-            "decoder_sequence_output": decoder_output,
-        }
 
-    def _encode(self, token_ids, padding_mask, pixel_values=None, training=None):
+    def _encode(self, token_ids, padding_mask, pixel_values=None, training=None,
+                segment_ids=None):
         x = self.token_embedding(token_ids)
         if pixel_values is not None and pixel_values.shape[1] != 0:
             x = merge_image_features(
@@ -337,9 +340,7 @@ class T5Gemma2Backbone(T5Gemma2BackboneConfigMixin, T5GemmaBackbone):
                 self.image_token_index,
             )
         x = self.embedding_dropout(x, training=training)
-        for layer in self.encoder_layers:
-            x = layer(x, padding_mask=padding_mask, training=training)
-        return self.output_dropout(self.encoder_norm(x), training=training)
+        return encoder_stack(self, x, padding_mask, training, segment_ids)
 
     def encode(self, token_ids, padding_mask, pixel_values=None):
         """Runs the encoder alone (inference). Returns `[batch, S, width]`."""
@@ -354,21 +355,14 @@ class T5Gemma2Backbone(T5Gemma2BackboneConfigMixin, T5GemmaBackbone):
         caches=None,
         cache_update_index=None,
         training=None,
+        segment_ids=None,
+        encoder_segment_ids=None,
     ):
         x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
-        new_caches = []
-        for i, layer in enumerate(self.decoder_layers):
-            self_cache, cross_cache = (None, None) if caches is None else caches[i]
-            x, layer_caches = layer(
-                x,
-                encoder_output if cross_cache is None else None,
-                padding_mask=padding_mask,
-                encoder_padding_mask=encoder_padding_mask,
-                self_attention_cache=self_cache,
-                cross_attention_cache=cross_cache,
-                cache_update_index=cache_update_index,
-                training=training,
-            )
-            new_caches.append(layer_caches)
-        x = self.output_dropout(self.decoder_norm(x), training=training)
-        return x, new_caches
+        return decoder_stack(
+            self, x, padding_mask, encoder_output, encoder_padding_mask,
+            caches, cache_update_index, training,
+            segment_kwargs(segment_ids=segment_ids,
+                           encoder_segment_ids=encoder_segment_ids),
+        )
+

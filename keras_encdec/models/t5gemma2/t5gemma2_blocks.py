@@ -117,6 +117,8 @@ class T5Gemma2DecoderLayer(_T5Gemma2BlockMixin, T5GemmaBlock):
         cross_attention_cache=None,
         cache_update_index=None,
         training=None,
+        segment_ids=None,
+        encoder_segment_ids=None,
     ):
         """The block's computation (`call` adds the optional remat)."""
         x = self.pre_self_attention_norm(hidden_states)
@@ -129,6 +131,9 @@ class T5Gemma2DecoderLayer(_T5Gemma2BlockMixin, T5GemmaBlock):
             cross_cache=cross_attention_cache,
             cache_update_index=cache_update_index,
             training=training,
+            query_segment_ids=segment_ids,
+            key_segment_ids=segment_ids,
+            encoder_segment_ids=encoder_segment_ids,
         )
         x = self.post_self_attention_norm(x)
         hidden_states = self.residual(hidden_states, x, training)
