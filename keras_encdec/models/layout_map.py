@@ -76,6 +76,20 @@ def layout_rules():
             for sublayer, names, axes in groups
         ),
         (r"/lora_kernel_b", (None, None)),
+        # T5Gemma 2's vision tower (keras-hub's SigLIP blocks: 2D Dense
+        # kernels `[in, out]`) and projector: column-parallel into the
+        # heads / MLP width, row-parallel out of them. The patch convolution
+        # and position table stay replicated.
+        *(
+            (f"vision_encoder/.*/{name}/kernel", weight_roles.SHARDING[kind])
+            for name, kind in (
+                ("(query|key|value)_proj", "up"),
+                ("out_proj", "down"),
+                ("mlp_dense_1", "up"),
+                ("mlp_dense_2", "down"),
+            )
+        ),
+        (r"vision_encoder/projector/projection", weight_roles.SHARDING["up"]),
     )
 
 

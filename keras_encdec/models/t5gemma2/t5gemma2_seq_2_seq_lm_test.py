@@ -167,6 +167,31 @@ def test_clear_errors():
 
 
 @jax_only
+def test_layout_map_covers_the_vision_tower():
+    mesh = keras.distribution.DeviceMesh(
+        (1, 1), ["batch", "model"], keras.distribution.list_devices()[:1]
+    )
+    layout_map = T5Gemma2Backbone.get_layout_map(mesh)
+    backbone = T5Gemma2Backbone(**_config(vision_config=dict(
+        image_size=28, patch_size=7, num_heads=2, hidden_dim=16,
+        num_layers=1, intermediate_dim=32)))
+    vision = {w.path: w for w in backbone.weights if "vision" in w.path}
+    replicated = ("embedding_conv/kernel", "position_embedding/embeddings")
+    matrices = [p for p, w in vision.items() if len(w.shape) == 2
+                and not p.endswith(replicated)]
+    assert len(matrices) == 7  # q, k, v, o, 2 MLP kernels, the projection
+    for path in matrices:
+        layout = layout_map[path]
+        assert layout is not None and len(layout.axes) == 2, path
+    axes = {p.split("/")[-2]: layout_map[p].axes for p in matrices}
+    assert axes["query_proj"] == axes["mlp_dense_1"] == ("batch", "model")
+    assert axes["out_proj"] == axes["mlp_dense_2"] == ("model", "batch")
+    for path in vision:
+        if path.endswith(replicated):
+            assert layout_map[path] is None, path
+
+
+@jax_only
 def test_layout_map_covers_the_shared_embedding():
     mesh = keras.distribution.DeviceMesh(
         (1, 1), ["batch", "model"], keras.distribution.list_devices()[:1]
