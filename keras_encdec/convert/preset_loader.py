@@ -6,7 +6,7 @@
    offline; published names resolve to their hub handle);
 2. a local folder: our own `save_to_preset` output, a transformers T5Gemma
    checkpoint (config.json + safetensors [+ tokenizer.model]), or a
-   keras-hub `T5GemmaBackbone.save_to_preset` folder;
+   keras-hub `T5GemmaBackbone` / `T5Gemma2Backbone` `save_to_preset` folder;
 3. an `hf://owner/name` or `kaggle://owner/model/keras/variant` handle,
    downloaded and then loaded as a local folder.
 
@@ -127,16 +127,18 @@ def detect_format(folder):
     registered = str(config.get("registered_name", ""))
     if registered.startswith(KERAS_ENCDEC) or module.startswith(KERAS_ENCDEC):
         return KERAS_ENCDEC
-    if module.startswith("keras_hub") and config.get("class_name") == (
-        "T5GemmaBackbone"
+    if module.startswith("keras_hub") and config.get("class_name") in (
+        "T5GemmaBackbone",
+        "T5Gemma2Backbone",
     ):
         return KERAS_HUB
     raise CheckpointError(
         f"'{path}' is not a T5Gemma preset. Received: "
         f"model_type={config.get('model_type')!r}, "
         f"class_name={config.get('class_name')!r}, module={module!r}. "
-        "Expected a transformers T5Gemma config (model_type 't5gemma'), a "
-        "keras-hub T5GemmaBackbone preset or a keras-encdec preset."
+        "Expected a transformers T5Gemma config (model_type 't5gemma' or "
+        "'t5gemma2'), a keras-hub T5GemmaBackbone or T5Gemma2Backbone preset "
+        "or a keras-encdec preset."
     )
 
 

@@ -33,6 +33,8 @@ from keras_encdec.convert.transformers_t5gemma import _transpose
 from keras_encdec.convert.transformers_t5gemma import checkpoint_dtype
 from keras_encdec.convert.weight_mapping import WeightAssigner
 from keras_encdec.convert.weight_mapping import check_all_assigned
+from keras_encdec.convert.transformers_t5gemma2_vision import vision_kwargs
+from keras_encdec.convert.transformers_t5gemma2_vision import vision_weight_map
 
 logger = logging.getLogger(__name__)
 
@@ -87,41 +89,11 @@ def _rope(module, side):
     )
 
 
-def _vision_kwargs(encoder):
-    """`vision_config` and `mm_tokens_per_image` from the encoder section."""
-    vision = encoder.get("vision_config")
-    if not vision:
-        return {}
-    if vision.get("vision_use_head"):
-        raise CheckpointError(
-            "The vision tower has a pooling head (vision_use_head=True); "
-            "T5Gemma 2 uses none. Load with text_only=True to skip vision."
-        )
-    activation = vision.get("hidden_act", "gelu_pytorch_tanh")
-    if activation != "gelu_pytorch_tanh":
-        raise CheckpointError(
-            "The vision tower must use 'gelu_pytorch_tanh' (keras-hub's "
-            f"Gemma 3 tower). Received: hidden_act={activation!r}."
-        )
-    return {
-        "vision_config": {
-            "image_size": vision["image_size"],
-            "patch_size": vision["patch_size"],
-            "hidden_dim": vision["hidden_size"],
-            "num_layers": vision["num_hidden_layers"],
-            "num_heads": vision["num_attention_heads"],
-            "intermediate_dim": vision["intermediate_size"],
-            "layer_norm_epsilon": vision.get("layer_norm_eps", 1e-6),
-        },
-        "mm_tokens_per_image": encoder.get("mm_tokens_per_image", 256),
-    }
-
-
 def backbone_kwargs_from_config(config, text_only=False):
     """Maps a transformers T5Gemma 2 config dict to `T5Gemma2Backbone`
     kwargs (without the vision tower when `text_only`)."""
     encoder, decoder = config["encoder"]["text_config"], config["decoder"]
-    kwargs = {} if text_only else _vision_kwargs(config["encoder"])
+    kwargs = {} if text_only else vision_kwargs(config["encoder"])
     for side, module in (("encoder", encoder), ("decoder", decoder)):
         if module.get("attention_bias"):
             raise CheckpointError(
@@ -327,59 +299,6 @@ def weight_map(backbone):
                 yield dense.kernel, f"{prefix}.mlp.{name}.weight", (
                     _transpose
                 ), _transpose
-
-
-def _conv_in(w):
-    """Conv kernel [out, in, h, w] -> [h, w, in, out]."""
-    return np.transpose(w, (2, 3, 1, 0))
-
-
-def _conv_back(w):
-    return np.transpose(w, (3, 2, 0, 1))
-
-
-def vision_weight_map(backbone):
-    """Yields `(variable, hf_name, to_keras, to_hf)` for the SigLIP tower
-    (keras-hub's `Gemma3VisionEncoderBlock`) and our projector."""
-    tower = backbone.vision_encoder.tower
-    base = "model.encoder.vision_tower"
-    embeddings = tower.vision_embeddings
-    yield embeddings.patch_embedding.kernel, (
-        f"{base}.embeddings.patch_embedding.weight"
-    ), _conv_in, _conv_back
-    yield embeddings.patch_embedding.bias, (
-        f"{base}.embeddings.patch_embedding.bias"
-    ), _identity, _identity
-    yield embeddings.position_embedding.embeddings, (
-        f"{base}.embeddings.position_embedding.weight"
-    ), _identity, _identity
-    for i, block in enumerate(tower.resblocks):
-        prefix = f"{base}.encoder.layers.{i}"
-        for norm, name in ((block.layer_norm_1, "layer_norm1"),
-                           (block.layer_norm_2, "layer_norm2")):
-            yield norm.gamma, f"{prefix}.{name}.weight", _identity, _identity
-            yield norm.beta, f"{prefix}.{name}.bias", _identity, _identity
-        for dense, name in (
-            (block.attn.query_proj, "self_attn.q_proj"),
-            (block.attn.key_proj, "self_attn.k_proj"),
-            (block.attn.value_proj, "self_attn.v_proj"),
-            (block.attn.out_proj, "self_attn.out_proj"),
-            (block.mlp_dense_1, "mlp.fc1"),
-            (block.mlp_dense_2, "mlp.fc2"),
-        ):
-            yield dense.kernel, f"{prefix}.{name}.weight", _transpose, _transpose
-            yield dense.bias, f"{prefix}.{name}.bias", _identity, _identity
-    norm = tower.encoder_layer_norm
-    yield norm.gamma, f"{base}.post_layernorm.weight", _identity, _identity
-    yield norm.beta, f"{base}.post_layernorm.bias", _identity, _identity
-    projector = backbone.vision_encoder.projector
-    base = "model.encoder.multi_modal_projector"
-    yield projector.norm.scale, f"{base}.mm_soft_emb_norm.weight", (
-        _identity
-    ), _identity
-    yield projector.projection, f"{base}.mm_input_projection_weight", (
-        _identity
-    ), _identity
 
 
 def full_weight_map(backbone):

@@ -384,15 +384,18 @@ class T5Gemma2Backbone(T5GemmaBackbone):
 
         Accepts a keras-encdec preset name or folder, a local transformers
         T5Gemma 2 checkpoint folder (keys as transformers 5.23 writes them
-        or with the `vision_model.` infix of published checkpoints), or an
-        `hf://` handle.
+        or with the `vision_model.` infix of published checkpoints), a
+        keras-hub `T5Gemma2Backbone` / `T5Gemma2Seq2SeqLM` preset folder
+        (see `keras_encdec.convert.keras_hub_t5gemma2`), or an `hf://` /
+        `kaggle://` handle.
 
         Args:
             preset: str. The preset to load.
             load_weights: bool. Load the weights, or keep a random init.
                 Defaults to `True`.
-            text_only: bool. Skip a transformers checkpoint's vision tower
-                (no vision weights are kept). Defaults to `False`.
+            text_only: bool. Skip a transformers or keras-hub checkpoint's
+                vision tower (no vision weights are kept). Defaults to
+                `False`.
             **kwargs: backbone config overrides, e.g. `dtype`.
 
         Examples:
@@ -406,10 +409,12 @@ class T5Gemma2Backbone(T5GemmaBackbone):
             return Backbone.from_preset.__func__(
                 cls, folder, load_weights=load_weights, **kwargs
             )
-        if fmt != preset_loader.TRANSFORMERS:
-            raise ValueError(
-                f"'{folder}' is a {fmt} preset; T5Gemma2Backbone loads "
-                "keras-encdec presets and transformers T5Gemma 2 folders."
+        if fmt == preset_loader.KERAS_HUB:
+            from keras_encdec.convert import keras_hub_t5gemma2
+
+            return keras_hub_t5gemma2.load_backbone(
+                cls, folder, load_weights=load_weights, text_only=text_only,
+                **kwargs
             )
         from keras_encdec.convert import transformers_t5gemma2 as hf
 

