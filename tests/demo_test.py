@@ -39,6 +39,11 @@ def test_fast_demo_end_to_end(tmp_path):
         r"^wall time: [\d.]+ s; CPU time: [\d.]+ s; peak memory: [\d.]+ GiB$",
         result.stdout, re.M), result.stdout[-2000:]
     assert re.search(r"held out \(by module\)", result.stdout)
+    assert re.search(
+        r"^phases, wall/CPU s: data [\d.]+/[\d.]+; load [\d.]+/[\d.]+; "
+        r"generate \(before\) [\d.]+/[\d.]+; fine-tune [\d.]+/[\d.]+; "
+        r"generate \(after\) [\d.]+/[\d.]+$", result.stdout, re.M)
+    assert "encoder output norm: gain" in result.stdout
     assert result.stdout.count("  reference: ") == 2  # --num-show (fast: 2)
     with open(tmp_path / "demo_loss.png", "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"

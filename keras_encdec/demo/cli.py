@@ -8,6 +8,7 @@ and prints generations and chrF before and after. The last stdout line is
 embedded tiny random preset (for tests).
 """
 
+import argparse
 import dataclasses
 import logging
 
@@ -16,6 +17,22 @@ from keras_encdec.demo.run import log_report
 from keras_encdec.demo.run import run_demo
 
 logger = logging.getLogger(__name__)
+
+
+def parse_bool(text):
+    """`true/false`, `yes/no`, `1/0` (any case) to a bool, for flags.
+
+    Examples:
+
+    >>> parse_bool("False"), parse_bool("1")
+    (False, True)
+    """
+    value = {"true": True, "yes": True, "1": True,
+             "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected true/false, yes/no or 1/0; received {text!r}")
+    return value
 
 
 def add_parser(subparsers):
@@ -34,8 +51,10 @@ def add_parser(subparsers):
     for field in dataclasses.fields(DemoSettings):
         if field.name in ("preset", "gguf", "modules"):
             continue
+        kind = type(field.default)
         parser.add_argument("--" + field.name.replace("_", "-"),
-                            type=type(field.default), default=None)
+                            type=parse_bool if kind is bool else kind,
+                            default=None)
     parser.set_defaults(func=_main)
 
 
