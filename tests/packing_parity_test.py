@@ -162,6 +162,8 @@ def test_packed_losses_equal_unpacked(family, impl):
     losses = [token_losses(alone[i][:d], uy[i][:d]).mean()
               for i, (_, d) in enumerate(LENGTHS)]
     assert np.std(losses) > 0.1, losses
+    print(f"{BACKEND} {family} {impl}: per-example loss max-abs "
+          f"{max(loss_errors):.2e}, logits {max(logit_errors):.2e}")
     assert max(loss_errors) <= LOSS_TOLERANCE, loss_errors
     assert max(logit_errors) <= LOGIT_TOLERANCE, logit_errors
 
@@ -191,3 +193,24 @@ def test_fit_step_on_packed_rows_reports_the_token_mean_loss(family):
     assert abs(loss - expected) <= 1e-5 * expected, (loss, expected)
     after = ops.convert_to_numpy(lm.backbone.decoder_norm.weights[0])
     assert np.abs(after - before).max() > 0  # the step trained
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="backend-independent checks")
+def test_bad_segment_ids_are_refused_with_what_was_received():
+    lm = with_impl("t5gemma", "dense")
+    x, _, _ = packed_batch()
+    one_side = {k: v for k, v in x.items() if k != "decoder_segment_ids"}
+    with pytest.raises(ValueError, match="`encoder_segment_ids` without "
+                       "`decoder_segment_ids`"):
+        lm(one_side)
+    floats = dict(x, decoder_segment_ids=x["decoder_segment_ids"] * 1.0)
+    with pytest.raises(TypeError, match="`decoder_segment_ids` must be an "
+                       "integer tensor. Received: dtype=float64"):
+        lm(floats)
+    short = dict(x, encoder_segment_ids=x["encoder_segment_ids"][:, :5])
+    with pytest.raises(ValueError, match=r"\(3, 16\) and \(3, 5\)"):
+        lm(short)
+    with pytest.raises(ValueError, match="generate.*does not take packed"):
+        lm.generate(x)
+    assert sorted(lm.backbone.input) == sorted(
+        k for k in x if "segment" not in k)  # the graph is unchanged

@@ -5,7 +5,9 @@ An example is a dict of 1-D int arrays `encoder_token_ids`,
 same length). Packing places several examples one after another in a row of
 each side and marks them with segment ids 1, 2, ... (0 on padding), the
 same segment id on the encoder and decoder side of one example, so a model
-can keep attention (self and cross) inside a segment.
+can keep attention (self and cross) inside a segment: `T5GemmaSeq2SeqLM`
+and `T5Gemma2Seq2SeqLM` take the packed `x` as is (`fit`, `evaluate`,
+`predict`), and each example gets the loss it gets alone in a row.
 """
 
 import numpy as np

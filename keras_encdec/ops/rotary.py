@@ -72,4 +72,6 @@ def segment_positions(segment_ids):
     previous = ops.pad(segment_ids[:, :-1], [[0, 0], [1, 0]],
                        constant_values=-1)
     starts = ops.where(ops.not_equal(segment_ids, previous), index, 0)
-    return index - ops.associative_scan(ops.maximum, starts, axis=1)
+    last_start = ops.associative_scan(ops.maximum, starts, axis=1)
+    # TensorFlow's scan loses the static rank: restore the input's shape.
+    return index - ops.reshape(last_start, shape)
