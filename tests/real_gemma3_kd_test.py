@@ -99,7 +99,8 @@ def test_prefixlm_distillation_fit_on_real_gemma3(gemma3_keras_hub,
         np.asarray(without_prefix), labels)
     print(f"empty-encoder KD loss {empty_loss:.5f}, dense reference "
           f"{reference:.5f}")
-    np.testing.assert_allclose(empty_loss, reference, rtol=2e-3)
+    # Measured: equal to 5 decimals (chunked float32 vs dense float64).
+    np.testing.assert_allclose(empty_loss, reference, rtol=1e-4)
     checked = time.perf_counter()
 
     history = student.fit(x, y, sample_weight=w, batch_size=BATCH,
