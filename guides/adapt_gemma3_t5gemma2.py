@@ -67,7 +67,7 @@ from keras_encdec.models import T5Gemma2Seq2SeqLM
 from keras_encdec.objectives import UL2
 from keras_encdec.objectives import PrefixLM
 from keras_encdec.objectives import PrefixLMDistillation
-from keras_encdec.training.pretrain import pretrain
+from keras_encdec.training import pretrain
 
 FAST = os.environ.get("KERAS_ENCDEC_GUIDE_FAST") == "1"
 keras.utils.set_random_seed(0)

@@ -1,5 +1,6 @@
-"""Fine-tuning helpers: LoRA, sharding layouts, resumable checkpoints, and
-the saved-for-backward memory of a JAX step.
+"""Training helpers: the continued-pretraining recipe (`pretrain`), LoRA,
+sharding layouts, resumable checkpoints, and the saved-for-backward memory
+of a JAX step.
 
 The LoRA and layout functions are also reachable as `T5GemmaBackbone`
 methods (`enable_lora`, `save_lora_weights`, `load_lora_weights`,
@@ -15,6 +16,7 @@ from keras_encdec.models.lora import resolve_lora_targets
 from keras_encdec.models.lora import save_lora_weights
 from keras_encdec.training.memory import saved_activation_bytes
 from keras_encdec.training.memory import saved_residuals
+from keras_encdec.training.pretraining import pretrain
 
 __all__ = [
     "AtomicBackupAndRestore",
@@ -22,6 +24,7 @@ __all__ = [
     "get_layout_map",
     "load_lora_weights",
     "merge_lora",
+    "pretrain",
     "resolve_lora_targets",
     "save_lora_weights",
     "saved_activation_bytes",

@@ -6,7 +6,7 @@ Examples:
         --objective mix --data corpus/*.txt --steps 2000 --batch-size 16 \\
         --encoder-length 512 --decoder-length 256 --pack --output ./pretrained
 
-Runs `keras_encdec.training.pretrain.pretrain`: Keras' progress bar shows
+Runs `keras_encdec.training.pretrain`: Keras' progress bar shows
 the loss and `tok/s`; the result (the preset folder) is reported on stdout,
 errors as one line on stderr (`error: ...`) with exit code 2. Killed
 mid-run, the same command continues from the last committed checkpoint
@@ -18,8 +18,8 @@ import logging
 
 from keras_encdec.adapt.cli import CLI_ERRORS
 from keras_encdec.adapt.cli import fail
-from keras_encdec.training.pretrain import DOCUMENT_UNITS
-from keras_encdec.training.pretrain import OBJECTIVES
+from keras_encdec.training.pretraining import DOCUMENT_UNITS
+from keras_encdec.training.pretraining import OBJECTIVES
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def add_parser(subparsers):
 
 def run(args):
     """Runs `pretrain`; returns the exit code (0, or 2 on an error)."""
-    from keras_encdec.training.pretrain import pretrain
+    from keras_encdec.training.pretraining import pretrain
 
     try:
         pretrain(

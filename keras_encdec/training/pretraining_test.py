@@ -19,9 +19,9 @@ from keras_encdec.models import T5GemmaTokenizer
 from keras_encdec.testing import TINY_TEXT
 from keras_encdec.testing import tiny_seq2seq_lm
 from keras_encdec.testing import train_sentencepiece
-from keras_encdec.training.pretrain import BACKUP_SUFFIX
-from keras_encdec.training.pretrain import pretrain
-from keras_encdec.training.pretrain import read_documents
+from keras_encdec.training.pretraining import BACKUP_SUFFIX
+from keras_encdec.training.pretraining import pretrain
+from keras_encdec.training.pretraining import read_documents
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="backend-independent recipe"
