@@ -13,6 +13,8 @@ import os
 import types
 
 from keras_encdec.convert import transformers_t5gemma as hf
+from keras_encdec.convert.transformers_blocks import identity
+from keras_encdec.convert.transformers_blocks import transpose
 from keras_encdec.convert.safetensors_io import CheckpointError
 from keras_encdec.convert.safetensors_io import SafetensorsReader
 from keras_encdec.stack_config import StackConfig
@@ -93,8 +95,8 @@ def load_encoder_weights(encoder_model, folder):
 def head_weight_map(dense):
     """`(variable, hf_name, to_keras, to_hf)` of a `score.out_proj` head."""
     return [
-        (dense.kernel, HEAD_KERNEL, hf._transpose, hf._transpose),
-        (dense.bias, HEAD_BIAS, hf._identity, hf._identity),
+        (dense.kernel, HEAD_KERNEL, transpose, transpose),
+        (dense.bias, HEAD_BIAS, identity, identity),
     ]
 
 
