@@ -47,6 +47,23 @@ CONFIG = dict(
 )
 
 
+def _keras_hub_stacks(config):
+    """keras-hub's per-stack keyword arguments for `config` (both stacks
+    alike)."""
+    return {
+        f"{side}_{name}": config[key]
+        for side in ("encoder", "decoder")
+        for name, key in (
+            ("hidden_dim", "hidden_dim"),
+            ("intermediate_dim", "intermediate_dim"),
+            ("num_layers", "num_layers"),
+            ("num_attention_heads", "num_heads"),
+            ("num_key_value_heads", "num_kv_heads"),
+            ("head_dim", "head_dim"),
+        )
+    }
+
+
 def _models(config):
     import tempfile
 
@@ -61,18 +78,7 @@ def _models(config):
     theirs = keras_hub.models.T5GemmaSeq2SeqLM(
         keras_hub.models.T5GemmaBackbone(
             vocabulary_size=config["vocabulary_size"],
-            **{
-                f"{side}_{name}": config[key]
-                for side in ("encoder", "decoder")
-                for name, key in (
-                    ("hidden_dim", "hidden_dim"),
-                    ("intermediate_dim", "intermediate_dim"),
-                    ("num_layers", "num_layers"),
-                    ("num_attention_heads", "num_heads"),
-                    ("num_key_value_heads", "num_kv_heads"),
-                    ("head_dim", "head_dim"),
-                )
-            },
+            **_keras_hub_stacks(config),
             encoder_layer_types=types,
             decoder_layer_types=types,
             sliding_window=4096,
@@ -103,18 +109,7 @@ def _t5gemma2_models(config):
     theirs = keras_hub.models.T5Gemma2Seq2SeqLM(
         keras_hub.models.T5Gemma2Backbone(
             vocabulary_size=config["vocabulary_size"],
-            **{
-                f"{side}_{name}": config[key]
-                for side in ("encoder", "decoder")
-                for name, key in (
-                    ("hidden_dim", "hidden_dim"),
-                    ("intermediate_dim", "intermediate_dim"),
-                    ("num_layers", "num_layers"),
-                    ("num_attention_heads", "num_heads"),
-                    ("num_key_value_heads", "num_kv_heads"),
-                    ("head_dim", "head_dim"),
-                )
-            },
+            **_keras_hub_stacks(config),
             encoder_layer_types=types,
             decoder_layer_types=types,
             sliding_window=4096,
