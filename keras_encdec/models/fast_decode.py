@@ -1,21 +1,22 @@
-"""A functional torch decode step: cached generation without `Layer.__call__`.
+"""A functional torch decoder: cached generation without `Layer.__call__`.
 
 On the torch backend, Keras runs every sublayer call eagerly through
 `Layer.__call__` (autocast scopes, argument binding, name scopes), which is
 most of the time of a one-token decode step. `TorchDecodeStep` reads the
-decoder's weights once per `generate` call into plain torch tensors (fusing
-the query/key/value and gate/up kernels), then runs each step with torch ops
-on static-length caches it owns (written in place at the step's position).
-It computes what the layers compute, in the same order and dtypes, so
-greedy tokens equal the layer path's; it is used for the one-token steps
-after the Keras prefill pass. JAX and TensorFlow compile the layer path and
-do not use it.
+decoder's weights once per `generate` call into plain torch tensors (one
+projection for query/key/value and their RoPE halves, with the logit scale
+folded into the query; fused gate/up and cross key/value kernels), builds
+its own caches (`start`: static self-attention caches, cross-attention
+keys/values from the encoder output) and runs the prefill and every step
+with torch ops, writing the caches in place. It computes what the layers
+compute up to float rounding (logits within 1e-5 in the tests), so greedy
+and beam tokens equal the layer path's. JAX and TensorFlow compile the
+layer path and do not use it.
 
 The step is written per block (`self_attention_block`, `cross_attention_block`,
-`feed_forward_block`) over `attend`, a grouped-query attention over key/value
-tensors `[batch, kv_heads, S, head_dim]`, so a family with another block
-layout overrides one method (a merged self+cross attention concatenates the
-two key/value sets and one mask before `attend`).
+`feed_forward_block`) over `attend`, a grouped-query attention over a
+keys-then-values tensor `[batch, 2 * kv_heads, S, head_dim]`, so a family
+with another block layout overrides one method.
 """
 
 import logging
@@ -98,7 +99,7 @@ def _value(variable_or_tensor, dtype):
 
 
 class TorchDecodeStep:
-    """One-token decoder steps of a T5Gemma LM as plain torch code.
+    """Cached decoder passes of a T5Gemma LM as plain torch code.
 
     Args:
         lm: a `T5GemmaSeq2SeqLM` on the torch backend.
@@ -124,7 +125,6 @@ class TorchDecodeStep:
         self.dtype = getattr(torch, keras.backend.standardize_dtype(
             lm.compute_dtype
         ))
-        self.backbone = backbone
         embedding = backbone.decoder_token_embedding
         self.embeddings = _value(embedding.embeddings, self.dtype)
         self.normalizer = torch.tensor(
@@ -137,6 +137,7 @@ class TorchDecodeStep:
         self.final_soft_cap = backbone.final_logit_soft_cap
         self.final_norm = self.norm_weights(backbone.decoder_norm)
         self.blocks = [self.block_weights(b) for b in backbone.decoder_layers]
+        self.rotary = {}
 
     # === Weights ===
 
@@ -147,43 +148,67 @@ class TorchDecodeStep:
         scale = _value(norm.scale, torch.float32)
         return 1.0 + scale, norm.epsilon
 
-    def kernel(self, dense, flat_shape):
-        """An `EinsumDense` kernel (LoRA merged), reshaped to 2-D."""
-        return _value(dense.kernel, self.dtype).reshape(flat_shape)
+    def kernel(self, dense):
+        """An `EinsumDense` kernel (LoRA merged) as `[d, heads, head_dim]`
+        (input projections) or `[heads * head_dim, d]` (output)."""
+        kernel = _value(dense.kernel, self.dtype)
+        if kernel.ndim == 3 and dense.equation.startswith("btnh"):
+            return kernel.reshape(-1, kernel.shape[-1])
+        return kernel
 
-    def attention_weights(self, attention, fuse_key_value):
-        """Query (fused with key/value for self-attention) and output."""
+    def attention_weights(self, attention, self_attention):
+        """The projections of one attention layer, folded for the step.
+
+        The query kernel carries the logit scale (and `1 / soft_cap`), so
+        logits are `tanh(q . k) * soft_cap` (or `q . k`). Self-attention
+        projects `[q, k, v, rotate_half(q), rotate_half(k), 0]` in one
+        matmul, so RoPE is `first * cos + second * sin` with `cos = 1`,
+        `sin = 0` on the value heads. Cross-attention keeps its query
+        kernel, and a fused key/value kernel for the encoder output.
+        """
         import torch
 
-        d = attention.query_dense.kernel.shape[0]
-        query = self.kernel(attention.query_dense, (d, -1))
-        if fuse_key_value:
-            query = torch.cat(
-                [
-                    query,
-                    self.kernel(attention.key_dense, (d, -1)),
-                    self.kernel(attention.value_dense, (d, -1)),
-                ],
-                dim=1,
-            )
-        return dict(
-            projection=query,
-            output=self.kernel(attention.output_dense, (-1, attention.hidden_dim)),
+        scale = attention.query_pre_attn_scalar**-0.5
+        cap = attention.logit_soft_cap
+        if cap is not None:
+            scale = scale / cap
+        query = self.kernel(attention.query_dense) * scale
+        key = self.kernel(attention.key_dense)
+        value = self.kernel(attention.value_dense)
+        weights = dict(
+            output=self.kernel(attention.output_dense),
             num_heads=attention.num_heads,
             num_kv_heads=attention.num_kv_heads,
             head_dim=attention.head_dim,
-            scale=attention.query_pre_attn_scalar**-0.5,
-            soft_cap=attention.logit_soft_cap,
+            soft_cap=cap,
             window=attention.sliding_window,
             rope_max_wavelength=attention.rope_max_wavelength,
         )
+        d = query.shape[0]
+        if not self_attention:
+            weights["query"] = query.reshape(d, -1)
+            weights["key_value"] = torch.cat([key, value], dim=1).reshape(
+                key.shape[0], -1
+            )
+            return weights
+
+        def rotate_half(kernel):
+            first, second = kernel.chunk(2, dim=-1)
+            return torch.cat([-second, first], dim=-1)
+
+        projection = torch.cat(
+            [query, key, value, rotate_half(query), rotate_half(key),
+             torch.zeros_like(value)],
+            dim=1,
+        )
+        weights["projection"] = projection.reshape(d, -1)
+        return weights
 
     def block_weights(self, block):
         """Everything one decoder block's step reads."""
         import torch
 
         mlp = block.mlp
-        d = mlp.gating.kernel.shape[0]
         return dict(
             pre_self=self.norm_weights(block.pre_self_attention_norm),
             self_attention=self.attention_weights(block.self_attention, True),
@@ -193,84 +218,121 @@ class TorchDecodeStep:
             post_cross=self.norm_weights(block.post_cross_attention_norm),
             pre_ffw=self.norm_weights(block.pre_ffw_norm),
             gate_up=torch.cat(
-                [self.kernel(mlp.gating, (d, -1)), self.kernel(mlp.gating_2, (d, -1))],
-                dim=1,
+                [self.kernel(mlp.gating), self.kernel(mlp.gating_2)], dim=1
             ),
-            down=self.kernel(mlp.linear, (-1, d)),
+            down=self.kernel(mlp.linear),
             activation=mlp.hidden_activation,
             post_ffw=self.norm_weights(block.post_ffw_norm),
         )
 
     # === Caches ===
 
-    def prepare(self, cache):
-        """Converts `build_cache`'s structure (after the prefill pass) to
-        this step's: per block `(self_key, self_value, cross_key,
-        cross_value)` as `[batch, kv_heads, S, head_dim]` copies, rotary
-        tables for every cache position, and the encoder key mask
-        `[batch, 1, 1, S]`."""
+    def start(self, encoder_output, encoder_padding_mask, max_length):
+        """Builds the caches of one `generate` call.
+
+        Args:
+            encoder_output: tensor `[batch, S, encoder_dim]`.
+            encoder_padding_mask: tensor `[batch, S]`, true on real tokens.
+            max_length: int, the decoder positions to cache.
+
+        Returns:
+            The cache `__call__` takes: `(self_caches, cross_caches,
+            encoder_mask)`, per block `[batch, 2 * kv_heads, length,
+            head_dim]` (keys then values; self-attention zeros), and the
+            key mask `[batch, 1, 1, S]`. Batch-major, so beam search can
+            repeat and gather it.
+        """
         import torch
 
-        layer_caches, encoder_padding_mask = cache
-        blocks = []
-        for (self_cache, cross_cache) in layer_caches:
-            blocks.append(
-                tuple(
-                    t.transpose(1, 2).contiguous()
-                    for t in (*self_cache, *cross_cache)
-                )
-            )
-        length = layer_caches[0][0][0].shape[1]
-        self.rotary = {}
+        encoder_output = torch.as_tensor(encoder_output).to(self.dtype)
+        batch, length = encoder_output.shape[:2]
+        self_caches, cross_caches = [], []
         for weights in self.blocks:
             attention = weights["self_attention"]
-            key = (attention["rope_max_wavelength"], attention["head_dim"])
-            if key not in self.rotary:
-                self.rotary[key] = self.rotary_tables(length, *key)
-        mask = torch.as_tensor(encoder_padding_mask).bool()[:, None, None, :]
-        return tuple(blocks), mask
+            shape = (batch, 2 * attention["num_kv_heads"], max_length,
+                     attention["head_dim"])
+            self_caches.append(torch.zeros(shape, dtype=self.dtype))
+            attention = weights["cross_attention"]
+            key_value = (encoder_output @ attention["key_value"]).reshape(
+                batch, length, -1, attention["head_dim"]
+            )
+            cross_caches.append(key_value.transpose(1, 2).contiguous())
+            self.rotary_tables(attention=weights["self_attention"],
+                               length=max_length)
+        mask = torch.as_tensor(encoder_padding_mask).bool()
+        # A mask that hides nothing changes no probability: skip it.
+        self.mask_cross = not bool(mask.all())
+        return tuple(self_caches), tuple(cross_caches), mask[:, None, None, :]
 
-    def rotary_tables(self, length, max_wavelength, head_dim):
-        """`(cos, sin)` `[length, head_dim]`, computed as
-        `keras_encdec.ops.apply_rotary_embedding` does."""
+    def rotary_tables(self, attention, length):
+        """`(cos, sin)` `[length, heads, head_dim]` over the fused
+        projection's `3 * heads` (query, key, value; 1 and 0 on values),
+        computed as `keras_encdec.ops.apply_rotary_embedding` does."""
         import torch
 
+        num_heads, num_kv_heads, head_dim = (
+            attention["num_heads"], attention["num_kv_heads"],
+            attention["head_dim"],
+        )
+        key = (attention["rope_max_wavelength"], num_heads, num_kv_heads,
+               head_dim)
+        if key in self.rotary and self.rotary[key][0].shape[0] >= length:
+            attention["rotary"] = self.rotary[key]
+            return
         exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
         inverse = 1.0 / torch.pow(
-            torch.tensor(max_wavelength, dtype=torch.float32), exponents
+            torch.tensor(key[0], dtype=torch.float32), exponents
         )
         positions = torch.arange(length, dtype=torch.int32).to(torch.float32)
         angles = positions[:, None] * inverse
-        angles = torch.cat([angles, angles], dim=-1)
-        return torch.cos(angles).to(self.dtype), torch.sin(angles).to(self.dtype)
+        angles = torch.cat([angles, angles], dim=-1)[:, None, :]
+        rotated = num_heads + num_kv_heads
+
+        def table(values, fill):
+            values = values.to(self.dtype).expand(length, rotated, head_dim)
+            rest = torch.full((length, num_kv_heads, head_dim), fill,
+                              dtype=self.dtype)
+            return torch.cat([values, rest], dim=1)
+
+        self.rotary[key] = (table(torch.cos(angles), 1.0),
+                            table(torch.sin(angles), 0.0))
+        attention["rotary"] = self.rotary[key]
 
     # === The step ===
 
     def __call__(self, token_ids, cache, index):
-        """Runs one step.
+        """Runs the decoder on `T` tokens from position `index`.
 
         Args:
-            token_ids: int tensor `[batch, 1]` at absolute position `index`.
-            cache: the structure `prepare` returned (updated in place).
+            token_ids: int tensor `[batch, T]` at positions `index ...`;
+                every earlier position is in the cache, and every token is
+                real (the prefill covers the shortest prompt).
+            cache: the structure `start` returned (updated in place).
             index: int or int scalar tensor.
 
         Returns:
-            `(logits, cache)`: soft-capped logits `[batch, 1, vocab]`.
+            `(logits, hidden_states, cache)`: soft-capped logits `[batch,
+            T, vocab]` and the final normalized states `[batch, T, d]`.
         """
         import torch
 
         index = int(index)
-        blocks, encoder_mask = cache
-        x = self.embeddings[token_ids[:, 0].long()] * self.normalizer
-        for weights, block_cache in zip(self.blocks, blocks):
-            x = self.self_attention_block(x, weights, block_cache, index)
-            x = self.cross_attention_block(x, weights, block_cache, encoder_mask)
+        self_caches, cross_caches, encoder_mask = cache
+        if not self.mask_cross:
+            encoder_mask = None
+        token_ids = torch.as_tensor(token_ids).long()
+        x = self.embeddings[token_ids] * self.normalizer
+        for weights, self_cache, cross_cache in zip(
+            self.blocks, self_caches, cross_caches
+        ):
+            x = self.self_attention_block(x, weights, self_cache, index)
+            x = self.cross_attention_block(x, weights, cross_cache, encoder_mask)
             x = self.feed_forward_block(x, weights)
         x = self.rms_norm(x, self.final_norm)
         logits = torch.nn.functional.linear(x, self.output_kernel)
         if self.final_soft_cap is not None:
             logits = torch.tanh(logits / self.final_soft_cap) * self.final_soft_cap
-        return logits[:, None, :], cache
+        return logits, x, cache
 
     def rms_norm(self, x, weights):
         import torch
@@ -281,77 +343,82 @@ class TorchDecodeStep:
         )
         return y.to(self.dtype)
 
-    def attend(self, query, key, value, attention, mask=None):
-        """Grouped-query attention of one query position.
+    def attend(self, query, key_value, attention, mask=None):
+        """Grouped-query attention.
 
         Args:
-            query: `[batch, num_heads * head_dim]`.
-            key, value: `[batch, kv_heads, S, head_dim]`.
-            attention: the layer's weights dict (scale, soft-cap, heads).
-            mask: bool `[batch, 1, 1, S]` (true on visible keys) or None.
+            query: `[batch, T, num_heads, head_dim]`, scaled (see
+                `attention_weights`).
+            key_value: `[batch, 2 * kv_heads, S, head_dim]`, keys then
+                values.
+            attention: the layer's weights dict.
+            mask: bool, broadcastable to `[batch, kv_heads, groups * T, S]`
+                (true on visible keys), or None.
 
         Returns:
-            `[batch, num_heads * head_dim]`.
+            `[batch, T, num_heads * head_dim]`.
         """
         import torch
 
-        batch = query.shape[0]
+        batch, length = query.shape[:2]
         num_kv_heads, head_dim = attention["num_kv_heads"], attention["head_dim"]
-        query = query.reshape(batch, num_kv_heads, -1, head_dim)
+        key, value = key_value[:, :num_kv_heads], key_value[:, num_kv_heads:]
+        query = query.transpose(1, 2).reshape(batch, num_kv_heads, -1, head_dim)
         logits = torch.matmul(query, key.transpose(-1, -2)).float()
-        logits = logits * attention["scale"]
         cap = attention["soft_cap"]
         if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
+            logits = torch.tanh(logits) * cap
         if mask is not None:
             logits = logits.masked_fill(~mask, _MASKED_LOGIT)
         probabilities = torch.softmax(logits, dim=-1).to(value.dtype)
-        return torch.matmul(probabilities, value).reshape(batch, -1)
+        out = torch.matmul(probabilities, value)
+        out = out.reshape(batch, -1, length, head_dim).transpose(1, 2)
+        return out.reshape(batch, length, -1)
 
-    def rotate(self, x, attention, index):
-        """RoPE at position `index` on `[batch, heads, head_dim]`."""
+    def self_attention_block(self, x, weights, self_cache, index):
         import torch
 
-        cos, sin = self.rotary[
-            (attention["rope_max_wavelength"], attention["head_dim"])
-        ]
-        first, second = x.chunk(2, dim=-1)
-        rotated = torch.cat([-second, first], dim=-1)
-        return x * cos[index] + rotated * sin[index]
-
-    def self_attention_block(self, x, weights, block_cache, index):
         attention = weights["self_attention"]
-        key_cache, value_cache = block_cache[0], block_cache[1]
-        num_heads, num_kv_heads = attention["num_heads"], attention["num_kv_heads"]
+        num_heads, head_dim = attention["num_heads"], attention["head_dim"]
+        batch, length = x.shape[:2]
+        end = index + length
         h = self.rms_norm(x, weights["pre_self"])
-        qkv = (h @ attention["projection"]).reshape(
-            x.shape[0], num_heads + 2 * num_kv_heads, attention["head_dim"]
-        )
-        query_key = self.rotate(qkv[:, : num_heads + num_kv_heads], attention, index)
-        key_cache[:, :, index] = query_key[:, num_heads:]
-        value_cache[:, :, index] = qkv[:, num_heads + num_kv_heads :]
+        first, second = (h @ attention["projection"]).reshape(
+            batch, length, 2, -1, head_dim
+        ).unbind(2)
+        cos, sin = attention["rotary"]
+        qkv = torch.addcmul(first * cos[index:end], second, sin[index:end])
+        self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
+        window = attention["window"]
+        mask = None
         start = 0
-        if attention["window"] is not None:
-            start = max(0, index - attention["window"] + 1)
+        if length == 1:
+            if window is not None:
+                start = max(0, index - window + 1)
+        else:
+            # Causal (and windowed) visibility of keys 0..end-1 from each
+            # query, repeated over the query heads of a key head.
+            query_positions = torch.arange(index, end)[:, None]
+            key_positions = torch.arange(end)[None, :]
+            mask = key_positions <= query_positions
+            if window is not None:
+                mask &= key_positions > query_positions - window
+            groups = num_heads // attention["num_kv_heads"]
+            mask = mask.repeat(groups, 1)
         h = self.attend(
-            query_key[:, :num_heads].reshape(x.shape[0], -1),
-            key_cache[:, :, start : index + 1],
-            value_cache[:, :, start : index + 1],
-            attention,
+            qkv[:, :, :num_heads], self_cache[:, :, start:end], attention, mask
         )
         h = self.rms_norm(h @ attention["output"], weights["post_self"])
         return x + h
 
-    def cross_attention_block(self, x, weights, block_cache, encoder_mask):
+    def cross_attention_block(self, x, weights, cross_cache, encoder_mask):
         attention = weights["cross_attention"]
+        batch, length = x.shape[:2]
         h = self.rms_norm(x, weights["pre_cross"])
-        h = self.attend(
-            h @ attention["projection"],
-            block_cache[2],
-            block_cache[3],
-            attention,
-            encoder_mask,
+        query = (h @ attention["query"]).reshape(
+            batch, length, -1, attention["head_dim"]
         )
+        h = self.attend(query, cross_cache, attention, encoder_mask)
         h = self.rms_norm(h @ attention["output"], weights["post_cross"])
         return x + h
 
