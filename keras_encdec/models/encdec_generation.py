@@ -137,14 +137,16 @@ class EncDecGenerationMixin:
         def next(prompt, cache, index):
             # The cache index is the position of the previous token.
             cache_update_index = index - 1
+            if fast_step is not None:
+                position = int(cache_update_index)
+                token = prompt[:, position : position + 1]
+                logits, _, cache = fast_step(token, cache, position)
+                return logits[:, 0], None, cache
             batch_size = ops.shape(prompt)[0]
             token = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
-            if fast_step is not None:
-                logits, _, cache = fast_step(token, cache, cache_update_index)
-            else:
-                logits, _, cache = self.call_decoder_with_cache(
-                    token, None, cache, cache_update_index
-                )
+            logits, _, cache = self.call_decoder_with_cache(
+                token, None, cache, cache_update_index
+            )
             return ops.squeeze(logits, axis=1), None, cache
 
         decoder_token_ids = self.sampler(

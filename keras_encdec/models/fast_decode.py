@@ -161,10 +161,9 @@ class TorchDecodeStep:
 
         The query kernel carries the logit scale (and `1 / soft_cap`), so
         logits are `tanh(q . k) * soft_cap` (or `q . k`). Self-attention
-        projects `[q, k, v, rotate_half(q), rotate_half(k), 0]` in one
-        matmul, so RoPE is `first * cos + second * sin` with `cos = 1`,
-        `sin = 0` on the value heads. Cross-attention keeps its query
-        kernel, and a fused key/value kernel for the encoder output.
+        projects `[q, k, v]` in one matmul (RoPE tables cover all three,
+        identity on the values); cross-attention keeps its query kernel,
+        and a fused key/value kernel for the encoder output.
         """
         import torch
 
@@ -192,15 +191,7 @@ class TorchDecodeStep:
             )
             return weights
 
-        def rotate_half(kernel):
-            first, second = kernel.chunk(2, dim=-1)
-            return torch.cat([-second, first], dim=-1)
-
-        projection = torch.cat(
-            [query, key, value, rotate_half(query), rotate_half(key),
-             torch.zeros_like(value)],
-            dim=1,
-        )
+        projection = torch.cat([query, key, value], dim=1)
         weights["projection"] = projection.reshape(d, -1)
         return weights
 
@@ -266,8 +257,10 @@ class TorchDecodeStep:
 
     def rotary_tables(self, attention, length):
         """`(cos, sin)` `[length, heads, head_dim]` over the fused
-        projection's `3 * heads` (query, key, value; 1 and 0 on values),
-        computed as `keras_encdec.ops.apply_rotary_embedding` does."""
+        projection's heads (query, key, value; 1 and 0 on values), as
+        `keras_encdec.ops.apply_rotary_embedding` computes them; `sin` is
+        negated on its first half, so RoPE is `x * cos + roll(x) * sin`
+        with `roll` swapping the halves."""
         import torch
 
         num_heads, num_kv_heads, head_dim = (
@@ -286,6 +279,8 @@ class TorchDecodeStep:
         positions = torch.arange(length, dtype=torch.int32).to(torch.float32)
         angles = positions[:, None] * inverse
         angles = torch.cat([angles, angles], dim=-1)[:, None, :]
+        sign = torch.ones(head_dim)
+        sign[: head_dim // 2] = -1.0
         rotated = num_heads + num_kv_heads
 
         def table(values, fill):
@@ -295,7 +290,7 @@ class TorchDecodeStep:
             return torch.cat([values, rest], dim=1)
 
         self.rotary[key] = (table(torch.cos(angles), 1.0),
-                            table(torch.sin(angles), 0.0))
+                            table(torch.sin(angles) * sign, 0.0))
         attention["rotary"] = self.rotary[key]
 
     # === The step ===
@@ -383,11 +378,10 @@ class TorchDecodeStep:
         batch, length = x.shape[:2]
         end = index + length
         h = self.rms_norm(x, weights["pre_self"])
-        first, second = (h @ attention["projection"]).reshape(
-            batch, length, 2, -1, head_dim
-        ).unbind(2)
+        qkv = (h @ attention["projection"]).reshape(batch, length, -1, head_dim)
         cos, sin = attention["rotary"]
-        qkv = torch.addcmul(first * cos[index:end], second, sin[index:end])
+        swapped = qkv.roll(head_dim // 2, dims=-1)
+        qkv = torch.addcmul(qkv * cos[index:end], swapped, sin[index:end])
         self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
         window = attention["window"]
         mask = None
