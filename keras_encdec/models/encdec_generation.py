@@ -106,14 +106,21 @@ class EncDecGenerationMixin:
         """
         decoder_token_ids = inputs["decoder_token_ids"]
         decoder_padding_mask = ops.cast(inputs["decoder_padding_mask"], "bool")
-        encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
         max_length = ops.shape(decoder_token_ids)[1]
         row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
-        # On torch, cached passes run as plain torch code (same numbers) on
-        # caches it builds, and the prefill covers only the shortest prompt:
-        # the steps recompute every later position anyway.
+        # On torch, the encoder and the cached decoder passes run as plain
+        # torch code (same numbers) on caches it builds, and the prefill
+        # covers only the shortest prompt: the steps recompute every later
+        # position anyway.
         fast_step = fast_decode.decode_step_for(self)
+        if fast_step is None:
+            encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
+        else:
+            encoder_padding_mask = inputs["encoder_padding_mask"]
+            encoder_output = fast_step.encode(
+                inputs["encoder_token_ids"], encoder_padding_mask
+            )
         if fast_step is not None:
             prefill_length = max(1, int(index))
             cache = fast_step.start(

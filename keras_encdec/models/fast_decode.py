@@ -23,9 +23,10 @@ import logging
 
 import keras
 
-logger = logging.getLogger(__name__)
+from keras_encdec.ops.attention import attention_mask
+from keras_encdec.ops.softmax_parts import MASKED_LOGIT
 
-_MASKED_LOGIT = -1e30
+logger = logging.getLogger(__name__)
 
 
 def unsupported_reason(lm):
@@ -59,8 +60,9 @@ def unsupported_reason(lm):
             f"the functional step covers T5GemmaBackbone only; received "
             f"{type(backbone).__name__}"
         )
-    layers = [backbone.decoder_token_embedding, backbone.decoder_norm]
-    for block in backbone.decoder_layers:
+    layers = [backbone.token_embedding, backbone.encoder_norm,
+              backbone.decoder_token_embedding, backbone.decoder_norm]
+    for block in (*backbone.encoder_layers, *backbone.decoder_layers):
         layers.extend(block._flatten_layers(include_self=False))
     for layer in layers:
         if getattr(layer, "quantization_mode", None) is not None:
@@ -137,6 +139,16 @@ class TorchDecodeStep:
         self.final_soft_cap = backbone.final_logit_soft_cap
         self.final_norm = self.norm_weights(backbone.decoder_norm)
         self.blocks = [self.block_weights(b) for b in backbone.decoder_layers]
+        self.encoder_embeddings = _value(
+            backbone.token_embedding.embeddings, self.dtype
+        )
+        self.encoder_normalizer = torch.tensor(
+            backbone.token_embedding.output_dim**0.5, dtype=self.dtype
+        )
+        self.encoder_norm = self.norm_weights(backbone.encoder_norm)
+        self.encoder_blocks = [
+            self.block_weights(b) for b in backbone.encoder_layers
+        ]
         self.rotary = {}
 
     # === Weights ===
@@ -196,17 +208,14 @@ class TorchDecodeStep:
         return weights
 
     def block_weights(self, block):
-        """Everything one decoder block's step reads."""
+        """Everything one encoder or decoder block reads."""
         import torch
 
         mlp = block.mlp
-        return dict(
+        weights = dict(
             pre_self=self.norm_weights(block.pre_self_attention_norm),
             self_attention=self.attention_weights(block.self_attention, True),
             post_self=self.norm_weights(block.post_self_attention_norm),
-            pre_cross=self.norm_weights(block.pre_cross_attention_norm),
-            cross_attention=self.attention_weights(block.cross_attention, False),
-            post_cross=self.norm_weights(block.post_cross_attention_norm),
             pre_ffw=self.norm_weights(block.pre_ffw_norm),
             gate_up=torch.cat(
                 [self.kernel(mlp.gating), self.kernel(mlp.gating_2)], dim=1
@@ -215,6 +224,47 @@ class TorchDecodeStep:
             activation=mlp.hidden_activation,
             post_ffw=self.norm_weights(block.post_ffw_norm),
         )
+        if hasattr(block, "cross_attention"):
+            weights.update(
+                pre_cross=self.norm_weights(block.pre_cross_attention_norm),
+                cross_attention=self.attention_weights(
+                    block.cross_attention, False
+                ),
+                post_cross=self.norm_weights(block.post_cross_attention_norm),
+            )
+        return weights
+
+    # === The encoder ===
+
+    def encode(self, token_ids, padding_mask):
+        """The encoder output `[batch, S, width]` (as `backbone.encode`).
+
+        Args:
+            token_ids: int tensor `[batch, S]`.
+            padding_mask: tensor `[batch, S]`, true on real tokens.
+        """
+        import torch
+
+        token_ids = torch.as_tensor(token_ids).long()
+        padding_mask = torch.as_tensor(padding_mask).bool()
+        x = self.encoder_embeddings[token_ids] * self.encoder_normalizer
+        length = x.shape[1]
+        masks = {}
+        for weights in self.encoder_blocks:
+            attention = weights["self_attention"]
+            self.rotary_tables(attention, length)
+            key = (attention["window"], attention["num_heads"],
+                   attention["num_kv_heads"])
+            if key not in masks:
+                mask = attention_mask(
+                    length, length, sliding_window=attention["window"],
+                    key_padding_mask=padding_mask,
+                )
+                groups = key[1] // key[2]
+                masks[key] = mask.repeat(1, groups, 1)[:, None]
+            x = self.self_attention_block(x, weights, None, 0, masks[key])
+            x = self.feed_forward_block(x, weights)
+        return self.rms_norm(x, self.encoder_norm)
 
     # === Caches ===
 
@@ -364,13 +414,19 @@ class TorchDecodeStep:
         if cap is not None:
             logits = torch.tanh(logits) * cap
         if mask is not None:
-            logits = logits.masked_fill(~mask, _MASKED_LOGIT)
+            logits = logits.masked_fill(~mask, MASKED_LOGIT)
         probabilities = torch.softmax(logits, dim=-1).to(value.dtype)
         out = torch.matmul(probabilities, value)
         out = out.reshape(batch, -1, length, head_dim).transpose(1, 2)
         return out.reshape(batch, length, -1)
 
-    def self_attention_block(self, x, weights, self_cache, index):
+    def self_attention_block(self, x, weights, self_cache, index, mask=None):
+        """Self-attention sublayer with its residual.
+
+        With `self_cache` (decoder), keys/values are written at `index` and
+        attention is causal (windowed); without (encoder), `mask` (see
+        `attend`) sets visibility over the block's own keys.
+        """
         import torch
 
         attention = weights["self_attention"]
@@ -382,26 +438,23 @@ class TorchDecodeStep:
         cos, sin = attention["rotary"]
         swapped = qkv.roll(head_dim // 2, dims=-1)
         qkv = torch.addcmul(qkv * cos[index:end], swapped, sin[index:end])
-        self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
-        window = attention["window"]
-        mask = None
-        start = 0
-        if length == 1:
-            if window is not None:
-                start = max(0, index - window + 1)
+        if self_cache is None:
+            key_value = qkv[:, :, num_heads:].transpose(1, 2)
         else:
-            # Causal (and windowed) visibility of keys 0..end-1 from each
-            # query, repeated over the query heads of a key head.
-            query_positions = torch.arange(index, end)[:, None]
-            key_positions = torch.arange(end)[None, :]
-            mask = key_positions <= query_positions
-            if window is not None:
-                mask &= key_positions > query_positions - window
-            groups = num_heads // attention["num_kv_heads"]
-            mask = mask.repeat(groups, 1)
-        h = self.attend(
-            qkv[:, :, :num_heads], self_cache[:, :, start:end], attention, mask
-        )
+            self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
+            window = attention["window"]
+            start = 0
+            if length == 1 and window is not None:
+                start = max(0, index - window + 1)
+            elif length > 1:
+                mask = attention_mask(
+                    length, end, query_offset=index, causal=True,
+                    sliding_window=window,
+                )[0]
+                groups = num_heads // attention["num_kv_heads"]
+                mask = mask.repeat(groups, 1)
+            key_value = self_cache[:, :, start:end]
+        h = self.attend(qkv[:, :, :num_heads], key_value, attention, mask)
         h = self.rms_norm(h @ attention["output"], weights["post_self"])
         return x + h
 

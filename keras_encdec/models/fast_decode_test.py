@@ -64,7 +64,15 @@ def test_step_logits_equal_the_layer_path(overrides):
     length = ids.shape[1]
     cache = lm.build_cache(encoder_output, encoder_mask, length)
     step = fast_decode.TorchDecodeStep(lm)
-    fast_cache = step.start(encoder_output, encoder_mask, length)
+    fast_encoder_output = step.encode(
+        inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(fast_encoder_output),
+        ops.convert_to_numpy(encoder_output),
+        atol=1e-5,
+    )
+    fast_cache = step.start(fast_encoder_output, encoder_mask, length)
     worst = 0.0
 
     def compare(fast, expected):
