@@ -77,6 +77,10 @@ def unsupported_reason(lm):
 def decode_step_for(lm):
     """A `TorchDecodeStep` for `lm`, or None where the layer path runs.
 
+    The step (its weight copies) is kept on `lm` and reused while every
+    backbone variable is the same torch tensor at the same version (an
+    `assign`, an optimizer update, LoRA or a new dtype make a new one).
+
     Args:
         lm: a `T5GemmaSeq2SeqLM`.
 
@@ -93,7 +97,14 @@ def decode_step_for(lm):
     if reason is not None:
         logger.debug("Decoding with the Keras layers: %s.", reason)
         return None
-    return TorchDecodeStep(lm)
+    key = (lm.compute_dtype,) + tuple(
+        (id(v.value), v.value._version) for v in lm.backbone.weights
+    )
+    cached = getattr(lm, "_torch_decode_step", None)
+    if cached is None or cached[0] != key:
+        cached = (key, TorchDecodeStep(lm))
+        lm._torch_decode_step = cached
+    return cached[1]
 
 
 class TorchDecodeStep(TorchWeights):

@@ -120,3 +120,17 @@ def test_quantized_models_decode_with_the_layers():
     assert reason is not None and "quantized" in reason
     assert fast_decode.decode_step_for(lm) is None
     assert _generate(lm, True).shape == (2, 12)
+
+
+def test_the_step_is_reused_until_a_weight_changes():
+    lm = _lm()
+    step = fast_decode.decode_step_for(lm)
+    assert fast_decode.decode_step_for(lm) is step
+    kernel = lm.backbone.decoder_layers[0].mlp.linear.kernel
+    kernel.assign(kernel + 1.0)
+    changed = fast_decode.decode_step_for(lm)
+    assert changed is not step
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(changed.blocks[0]["down"]),
+        ops.convert_to_numpy(kernel),
+    )
