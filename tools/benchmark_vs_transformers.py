@@ -17,6 +17,7 @@ other jobs hits both alike; the table gives medians and ours/theirs ratios
 Usage:
     python tools/benchmark_vs_transformers.py
     python tools/benchmark_vs_transformers.py --backends torch --repeats 3
+    python tools/benchmark_vs_transformers.py --torch-threads 1  # loaded CPU
 
 Config (ANCHORS section 9): V=8192, width 256, FFN 1024, 4+4 layers,
 4 heads / 2 kv heads x 64, float32, CPU.
@@ -111,6 +112,9 @@ def run_backend(args):
     _start_backend()
     import numpy as np
     import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     import keras
 
@@ -223,12 +227,17 @@ def main():
     parser.add_argument("--import-repeats", type=int, default=2)
     parser.add_argument("--no-train", action="store_true",
                         help="decode and import time only")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch intra-op threads in each process (both "
+                        "sides on torch; transformers' side elsewhere); 0 "
+                        "keeps torch's default")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return run_backend(args)
     print(f"config={CONFIG} train batch={args.batch}x{args.length} "
-          f"decode batch={args.decode_batch} source={args.source_length}")
+          f"decode batch={args.decode_batch} source={args.source_length} "
+          f"torch threads={args.torch_threads or 'default'}")
     print(f"| backend | metric | transformers | ours | ours / transformers "
           "| load (1 min) |")
     print("|---|---|---|---|---|---|")

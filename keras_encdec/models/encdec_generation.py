@@ -106,42 +106,54 @@ class EncDecGenerationMixin:
         """
         decoder_token_ids = inputs["decoder_token_ids"]
         decoder_padding_mask = ops.cast(inputs["decoder_padding_mask"], "bool")
-        encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
         max_length = ops.shape(decoder_token_ids)[1]
-        cache = self.build_cache(encoder_output, encoder_padding_mask, max_length)
         row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
-        # On torch, one-token steps run as plain torch code (same numbers),
-        # and the eager prefill covers only the shortest prompt: the steps
-        # recompute every later position anyway.
+        # On torch, the encoder and the cached decoder passes run as plain
+        # torch code (same numbers) on caches it builds, and the prefill
+        # covers only the shortest prompt: the steps recompute every later
+        # position anyway.
         fast_step = fast_decode.decode_step_for(self)
-        prefill_length = max_length
+        if fast_step is None:
+            encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
+        else:
+            encoder_padding_mask = inputs["encoder_padding_mask"]
+            encoder_output = fast_step.encode(
+                inputs["encoder_token_ids"], encoder_padding_mask
+            )
         if fast_step is not None:
             prefill_length = max(1, int(index))
-        _, hidden_states, cache = self.call_decoder_with_cache(
-            decoder_token_ids[:, :prefill_length],
-            decoder_padding_mask[:, :prefill_length],
-            cache,
-            0,
-        )
-        if fast_step is not None:
-            cache = fast_step.prepare(cache)
+            cache = fast_step.start(
+                encoder_output, encoder_padding_mask, max_length
+            )
+            _, hidden_states, cache = fast_step(
+                decoder_token_ids[:, :prefill_length], cache, 0
+            )
             hidden_states = ops.pad(
                 hidden_states,
                 [[0, 0], [0, max_length - prefill_length], [0, 0]],
+            )
+        else:
+            cache = self.build_cache(
+                encoder_output, encoder_padding_mask, max_length
+            )
+            _, hidden_states, cache = self.call_decoder_with_cache(
+                decoder_token_ids, decoder_padding_mask, cache, 0
             )
 
         def next(prompt, cache, index):
             # The cache index is the position of the previous token.
             cache_update_index = index - 1
+            if fast_step is not None:
+                position = int(cache_update_index)
+                token = prompt[:, position : position + 1]
+                logits, _, cache = fast_step(token, cache, position)
+                return logits[:, 0], None, cache
             batch_size = ops.shape(prompt)[0]
             token = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
-            if fast_step is not None:
-                logits, cache = fast_step(token, cache, cache_update_index)
-            else:
-                logits, _, cache = self.call_decoder_with_cache(
-                    token, None, cache, cache_update_index
-                )
+            logits, _, cache = self.call_decoder_with_cache(
+                token, None, cache, cache_update_index
+            )
             return ops.squeeze(logits, axis=1), None, cache
 
         decoder_token_ids = self.sampler(

@@ -1,30 +1,33 @@
-"""A functional torch decode step: cached generation without `Layer.__call__`.
+"""A functional torch decoder: cached generation without `Layer.__call__`.
 
 On the torch backend, Keras runs every sublayer call eagerly through
 `Layer.__call__` (autocast scopes, argument binding, name scopes), which is
 most of the time of a one-token decode step. `TorchDecodeStep` reads the
-decoder's weights once per `generate` call into plain torch tensors (fusing
-the query/key/value and gate/up kernels), then runs each step with torch ops
-on static-length caches it owns (written in place at the step's position).
-It computes what the layers compute, in the same order and dtypes, so
-greedy tokens equal the layer path's; it is used for the one-token steps
-after the Keras prefill pass. JAX and TensorFlow compile the layer path and
-do not use it.
+encoder's and decoder's weights once per `generate` call into plain torch
+tensors (`fast_decode_weights.TorchWeights`: one `[q, k, v]` projection
+with the logit scale folded into the query, fused gate/up and cross
+key/value kernels), runs the encoder, builds its own caches (`start`:
+static self-attention caches, cross-attention keys/values) and runs the
+prefill and every step with torch ops, writing the caches in place. It
+computes what the layers compute up to float rounding (logits within 1e-5
+in the tests), so greedy and beam tokens equal the layer path's. JAX and
+TensorFlow compile the layer path and do not use it.
 
 The step is written per block (`self_attention_block`, `cross_attention_block`,
-`feed_forward_block`) over `attend`, a grouped-query attention over key/value
-tensors `[batch, kv_heads, S, head_dim]`, so a family with another block
-layout overrides one method (a merged self+cross attention concatenates the
-two key/value sets and one mask before `attend`).
+`feed_forward_block`) over `attend`, a grouped-query attention over a
+keys-then-values tensor `[batch, 2 * kv_heads, S, head_dim]`, so a family
+with another block layout overrides one method.
 """
 
 import logging
 
 import keras
 
-logger = logging.getLogger(__name__)
+from keras_encdec.models.fast_decode_weights import TorchWeights
+from keras_encdec.ops.attention import attention_mask
+from keras_encdec.ops.softmax_parts import MASKED_LOGIT
 
-_MASKED_LOGIT = -1e30
+logger = logging.getLogger(__name__)
 
 
 def unsupported_reason(lm):
@@ -58,8 +61,9 @@ def unsupported_reason(lm):
             f"the functional step covers T5GemmaBackbone only; received "
             f"{type(backbone).__name__}"
         )
-    layers = [backbone.decoder_token_embedding, backbone.decoder_norm]
-    for block in backbone.decoder_layers:
+    layers = [backbone.token_embedding, backbone.encoder_norm,
+              backbone.decoder_token_embedding, backbone.decoder_norm]
+    for block in (*backbone.encoder_layers, *backbone.decoder_layers):
         layers.extend(block._flatten_layers(include_self=False))
     for layer in layers:
         if getattr(layer, "quantization_mode", None) is not None:
@@ -72,6 +76,10 @@ def unsupported_reason(lm):
 
 def decode_step_for(lm):
     """A `TorchDecodeStep` for `lm`, or None where the layer path runs.
+
+    The step (its weight copies) is kept on `lm` and reused while every
+    backbone variable is the same torch tensor at the same version (an
+    `assign`, an optimizer update, LoRA or a new dtype make a new one).
 
     Args:
         lm: a `T5GemmaSeq2SeqLM`.
@@ -89,16 +97,18 @@ def decode_step_for(lm):
     if reason is not None:
         logger.debug("Decoding with the Keras layers: %s.", reason)
         return None
-    return TorchDecodeStep(lm)
+    key = (lm.compute_dtype,) + tuple(
+        (id(v.value), v.value._version) for v in lm.backbone.weights
+    )
+    cached = getattr(lm, "_torch_decode_step", None)
+    if cached is None or cached[0] != key:
+        cached = (key, TorchDecodeStep(lm))
+        lm._torch_decode_step = cached
+    return cached[1]
 
 
-def _value(variable_or_tensor, dtype):
-    tensor = keras.ops.convert_to_tensor(variable_or_tensor)
-    return tensor.detach().to(dtype)
-
-
-class TorchDecodeStep:
-    """One-token decoder steps of a T5Gemma LM as plain torch code.
+class TorchDecodeStep(TorchWeights):
+    """Cached decoder passes of a T5Gemma LM as plain torch code.
 
     Args:
         lm: a `T5GemmaSeq2SeqLM` on the torch backend.
@@ -117,160 +127,111 @@ class TorchDecodeStep:
     ... }, stop_token_ids=None)
     """
 
-    def __init__(self, lm):
+    # === The encoder ===
+
+    def encode(self, token_ids, padding_mask):
+        """The encoder output `[batch, S, width]` (as `backbone.encode`).
+
+        Args:
+            token_ids: int tensor `[batch, S]`.
+            padding_mask: tensor `[batch, S]`, true on real tokens.
+        """
         import torch
 
-        backbone = lm.backbone
-        self.dtype = getattr(torch, keras.backend.standardize_dtype(
-            lm.compute_dtype
-        ))
-        self.backbone = backbone
-        embedding = backbone.decoder_token_embedding
-        self.embeddings = _value(embedding.embeddings, self.dtype)
-        self.normalizer = torch.tensor(
-            embedding.output_dim**0.5, dtype=self.embeddings.dtype
-        )
-        if embedding.tie_weights:
-            self.output_kernel = self.embeddings  # [V, d]: F.linear form.
-        else:
-            self.output_kernel = _value(embedding.reverse_embeddings, self.dtype).T
-        self.final_soft_cap = backbone.final_logit_soft_cap
-        self.final_norm = self.norm_weights(backbone.decoder_norm)
-        self.blocks = [self.block_weights(b) for b in backbone.decoder_layers]
-
-    # === Weights ===
-
-    def norm_weights(self, norm):
-        """`(1 + scale, epsilon)` of a `T5GemmaRMSNormalization`."""
-        import torch
-
-        scale = _value(norm.scale, torch.float32)
-        return 1.0 + scale, norm.epsilon
-
-    def kernel(self, dense, flat_shape):
-        """An `EinsumDense` kernel (LoRA merged), reshaped to 2-D."""
-        return _value(dense.kernel, self.dtype).reshape(flat_shape)
-
-    def attention_weights(self, attention, fuse_key_value):
-        """Query (fused with key/value for self-attention) and output."""
-        import torch
-
-        d = attention.query_dense.kernel.shape[0]
-        query = self.kernel(attention.query_dense, (d, -1))
-        if fuse_key_value:
-            query = torch.cat(
-                [
-                    query,
-                    self.kernel(attention.key_dense, (d, -1)),
-                    self.kernel(attention.value_dense, (d, -1)),
-                ],
-                dim=1,
-            )
-        return dict(
-            projection=query,
-            output=self.kernel(attention.output_dense, (-1, attention.hidden_dim)),
-            num_heads=attention.num_heads,
-            num_kv_heads=attention.num_kv_heads,
-            head_dim=attention.head_dim,
-            scale=attention.query_pre_attn_scalar**-0.5,
-            soft_cap=attention.logit_soft_cap,
-            window=attention.sliding_window,
-            rope_max_wavelength=attention.rope_max_wavelength,
-        )
-
-    def block_weights(self, block):
-        """Everything one decoder block's step reads."""
-        import torch
-
-        mlp = block.mlp
-        d = mlp.gating.kernel.shape[0]
-        return dict(
-            pre_self=self.norm_weights(block.pre_self_attention_norm),
-            self_attention=self.attention_weights(block.self_attention, True),
-            post_self=self.norm_weights(block.post_self_attention_norm),
-            pre_cross=self.norm_weights(block.pre_cross_attention_norm),
-            cross_attention=self.attention_weights(block.cross_attention, False),
-            post_cross=self.norm_weights(block.post_cross_attention_norm),
-            pre_ffw=self.norm_weights(block.pre_ffw_norm),
-            gate_up=torch.cat(
-                [self.kernel(mlp.gating, (d, -1)), self.kernel(mlp.gating_2, (d, -1))],
-                dim=1,
-            ),
-            down=self.kernel(mlp.linear, (-1, d)),
-            activation=mlp.hidden_activation,
-            post_ffw=self.norm_weights(block.post_ffw_norm),
-        )
+        token_ids = torch.as_tensor(token_ids).long()
+        padding_mask = torch.as_tensor(padding_mask).bool()
+        x = self.encoder_embeddings[token_ids] * self.encoder_normalizer
+        length = x.shape[1]
+        masks = {}
+        for weights in self.encoder_blocks:
+            attention = weights["self_attention"]
+            self.rotary_tables(attention, length)
+            key = (attention["window"], attention["num_heads"],
+                   attention["num_kv_heads"])
+            if key not in masks:
+                mask = attention_mask(
+                    length, length, sliding_window=attention["window"],
+                    key_padding_mask=padding_mask,
+                )
+                groups = key[1] // key[2]
+                masks[key] = mask.repeat(1, groups, 1)[:, None]
+            x = self.self_attention_block(x, weights, None, 0, masks[key])
+            x = self.feed_forward_block(x, weights)
+        return self.rms_norm(x, self.encoder_norm)
 
     # === Caches ===
 
-    def prepare(self, cache):
-        """Converts `build_cache`'s structure (after the prefill pass) to
-        this step's: per block `(self_key, self_value, cross_key,
-        cross_value)` as `[batch, kv_heads, S, head_dim]` copies, rotary
-        tables for every cache position, and the encoder key mask
-        `[batch, 1, 1, S]`."""
+    def start(self, encoder_output, encoder_padding_mask, max_length):
+        """Builds the caches of one `generate` call.
+
+        Args:
+            encoder_output: tensor `[batch, S, encoder_dim]`.
+            encoder_padding_mask: tensor `[batch, S]`, true on real tokens.
+            max_length: int, the decoder positions to cache.
+
+        Returns:
+            The cache `__call__` takes: `(self_caches, cross_caches,
+            encoder_mask)`, per block `[batch, 2 * kv_heads, length,
+            head_dim]` (keys then values; self-attention zeros), and the
+            key mask `[batch, 1, 1, S]`. Batch-major, so beam search can
+            repeat and gather it.
+        """
         import torch
 
-        layer_caches, encoder_padding_mask = cache
-        blocks = []
-        for (self_cache, cross_cache) in layer_caches:
-            blocks.append(
-                tuple(
-                    t.transpose(1, 2).contiguous()
-                    for t in (*self_cache, *cross_cache)
-                )
-            )
-        length = layer_caches[0][0][0].shape[1]
-        self.rotary = {}
+        encoder_output = torch.as_tensor(encoder_output).to(self.dtype)
+        batch, length = encoder_output.shape[:2]
+        self_caches, cross_caches = [], []
         for weights in self.blocks:
             attention = weights["self_attention"]
-            key = (attention["rope_max_wavelength"], attention["head_dim"])
-            if key not in self.rotary:
-                self.rotary[key] = self.rotary_tables(length, *key)
-        mask = torch.as_tensor(encoder_padding_mask).bool()[:, None, None, :]
-        return tuple(blocks), mask
-
-    def rotary_tables(self, length, max_wavelength, head_dim):
-        """`(cos, sin)` `[length, head_dim]`, computed as
-        `keras_encdec.ops.apply_rotary_embedding` does."""
-        import torch
-
-        exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
-        inverse = 1.0 / torch.pow(
-            torch.tensor(max_wavelength, dtype=torch.float32), exponents
-        )
-        positions = torch.arange(length, dtype=torch.int32).to(torch.float32)
-        angles = positions[:, None] * inverse
-        angles = torch.cat([angles, angles], dim=-1)
-        return torch.cos(angles).to(self.dtype), torch.sin(angles).to(self.dtype)
-
+            shape = (batch, 2 * attention["num_kv_heads"], max_length,
+                     attention["head_dim"])
+            self_caches.append(torch.zeros(shape, dtype=self.dtype))
+            attention = weights["cross_attention"]
+            key_value = (encoder_output @ attention["key_value"]).reshape(
+                batch, length, -1, attention["head_dim"]
+            )
+            cross_caches.append(key_value.transpose(1, 2).contiguous())
+            self.rotary_tables(attention=weights["self_attention"],
+                               length=max_length)
+        mask = torch.as_tensor(encoder_padding_mask).bool()
+        # A mask that hides nothing changes no probability: skip it.
+        self.mask_cross = not bool(mask.all())
+        return tuple(self_caches), tuple(cross_caches), mask[:, None, None, :]
     # === The step ===
 
     def __call__(self, token_ids, cache, index):
-        """Runs one step.
+        """Runs the decoder on `T` tokens from position `index`.
 
         Args:
-            token_ids: int tensor `[batch, 1]` at absolute position `index`.
-            cache: the structure `prepare` returned (updated in place).
+            token_ids: int tensor `[batch, T]` at positions `index ...`;
+                every earlier position is in the cache, and every token is
+                real (the prefill covers the shortest prompt).
+            cache: the structure `start` returned (updated in place).
             index: int or int scalar tensor.
 
         Returns:
-            `(logits, cache)`: soft-capped logits `[batch, 1, vocab]`.
+            `(logits, hidden_states, cache)`: soft-capped logits `[batch,
+            T, vocab]` and the final normalized states `[batch, T, d]`.
         """
         import torch
 
         index = int(index)
-        blocks, encoder_mask = cache
-        x = self.embeddings[token_ids[:, 0].long()] * self.normalizer
-        for weights, block_cache in zip(self.blocks, blocks):
-            x = self.self_attention_block(x, weights, block_cache, index)
-            x = self.cross_attention_block(x, weights, block_cache, encoder_mask)
+        self_caches, cross_caches, encoder_mask = cache
+        if not self.mask_cross:
+            encoder_mask = None
+        token_ids = torch.as_tensor(token_ids).long()
+        x = self.embeddings[token_ids] * self.normalizer
+        for weights, self_cache, cross_cache in zip(
+            self.blocks, self_caches, cross_caches
+        ):
+            x = self.self_attention_block(x, weights, self_cache, index)
+            x = self.cross_attention_block(x, weights, cross_cache, encoder_mask)
             x = self.feed_forward_block(x, weights)
         x = self.rms_norm(x, self.final_norm)
         logits = torch.nn.functional.linear(x, self.output_kernel)
         if self.final_soft_cap is not None:
             logits = torch.tanh(logits / self.final_soft_cap) * self.final_soft_cap
-        return logits[:, None, :], cache
+        return logits, x, cache
 
     def rms_norm(self, x, weights):
         import torch
@@ -281,77 +242,84 @@ class TorchDecodeStep:
         )
         return y.to(self.dtype)
 
-    def attend(self, query, key, value, attention, mask=None):
-        """Grouped-query attention of one query position.
+    def attend(self, query, key_value, attention, mask=None):
+        """Grouped-query attention.
 
         Args:
-            query: `[batch, num_heads * head_dim]`.
-            key, value: `[batch, kv_heads, S, head_dim]`.
-            attention: the layer's weights dict (scale, soft-cap, heads).
-            mask: bool `[batch, 1, 1, S]` (true on visible keys) or None.
+            query: `[batch, T, num_heads, head_dim]`, scaled (see
+                `attention_weights`).
+            key_value: `[batch, 2 * kv_heads, S, head_dim]`, keys then
+                values.
+            attention: the layer's weights dict.
+            mask: bool, broadcastable to `[batch, kv_heads, groups * T, S]`
+                (true on visible keys), or None.
 
         Returns:
-            `[batch, num_heads * head_dim]`.
+            `[batch, T, num_heads * head_dim]`.
         """
         import torch
 
-        batch = query.shape[0]
+        batch, length = query.shape[:2]
         num_kv_heads, head_dim = attention["num_kv_heads"], attention["head_dim"]
-        query = query.reshape(batch, num_kv_heads, -1, head_dim)
+        key, value = key_value[:, :num_kv_heads], key_value[:, num_kv_heads:]
+        query = query.transpose(1, 2).reshape(batch, num_kv_heads, -1, head_dim)
         logits = torch.matmul(query, key.transpose(-1, -2)).float()
-        logits = logits * attention["scale"]
         cap = attention["soft_cap"]
         if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
+            logits = torch.tanh(logits) * cap
         if mask is not None:
-            logits = logits.masked_fill(~mask, _MASKED_LOGIT)
+            logits = logits.masked_fill(~mask, MASKED_LOGIT)
         probabilities = torch.softmax(logits, dim=-1).to(value.dtype)
-        return torch.matmul(probabilities, value).reshape(batch, -1)
+        out = torch.matmul(probabilities, value)
+        out = out.reshape(batch, -1, length, head_dim).transpose(1, 2)
+        return out.reshape(batch, length, -1)
 
-    def rotate(self, x, attention, index):
-        """RoPE at position `index` on `[batch, heads, head_dim]`."""
+    def self_attention_block(self, x, weights, self_cache, index, mask=None):
+        """Self-attention sublayer with its residual.
+
+        With `self_cache` (decoder), keys/values are written at `index` and
+        attention is causal (windowed); without (encoder), `mask` (see
+        `attend`) sets visibility over the block's own keys.
+        """
         import torch
 
-        cos, sin = self.rotary[
-            (attention["rope_max_wavelength"], attention["head_dim"])
-        ]
-        first, second = x.chunk(2, dim=-1)
-        rotated = torch.cat([-second, first], dim=-1)
-        return x * cos[index] + rotated * sin[index]
-
-    def self_attention_block(self, x, weights, block_cache, index):
         attention = weights["self_attention"]
-        key_cache, value_cache = block_cache[0], block_cache[1]
-        num_heads, num_kv_heads = attention["num_heads"], attention["num_kv_heads"]
+        num_heads, head_dim = attention["num_heads"], attention["head_dim"]
+        batch, length = x.shape[:2]
+        end = index + length
         h = self.rms_norm(x, weights["pre_self"])
-        qkv = (h @ attention["projection"]).reshape(
-            x.shape[0], num_heads + 2 * num_kv_heads, attention["head_dim"]
-        )
-        query_key = self.rotate(qkv[:, : num_heads + num_kv_heads], attention, index)
-        key_cache[:, :, index] = query_key[:, num_heads:]
-        value_cache[:, :, index] = qkv[:, num_heads + num_kv_heads :]
-        start = 0
-        if attention["window"] is not None:
-            start = max(0, index - attention["window"] + 1)
-        h = self.attend(
-            query_key[:, :num_heads].reshape(x.shape[0], -1),
-            key_cache[:, :, start : index + 1],
-            value_cache[:, :, start : index + 1],
-            attention,
-        )
+        qkv = (h @ attention["projection"]).reshape(batch, length, -1, head_dim)
+        cos, sin = attention["rotary"]
+        swapped = qkv.roll(head_dim // 2, dims=-1)
+        qkv = torch.addcmul(qkv * cos[index:end], swapped, sin[index:end])
+        if self_cache is None:
+            key_value = qkv[:, :, num_heads:].transpose(1, 2)
+        else:
+            self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
+            window = attention["window"]
+            start = 0
+            if length == 1 and window is not None:
+                start = max(0, index - window + 1)
+            elif length > 1:
+                mask = attention_mask(
+                    length, end, query_offset=index, causal=True,
+                    sliding_window=window,
+                )[0]
+                groups = num_heads // attention["num_kv_heads"]
+                mask = mask.repeat(groups, 1)
+            key_value = self_cache[:, :, start:end]
+        h = self.attend(qkv[:, :, :num_heads], key_value, attention, mask)
         h = self.rms_norm(h @ attention["output"], weights["post_self"])
         return x + h
 
-    def cross_attention_block(self, x, weights, block_cache, encoder_mask):
+    def cross_attention_block(self, x, weights, cross_cache, encoder_mask):
         attention = weights["cross_attention"]
+        batch, length = x.shape[:2]
         h = self.rms_norm(x, weights["pre_cross"])
-        h = self.attend(
-            h @ attention["projection"],
-            block_cache[2],
-            block_cache[3],
-            attention,
-            encoder_mask,
+        query = (h @ attention["query"]).reshape(
+            batch, length, -1, attention["head_dim"]
         )
+        h = self.attend(query, cross_cache, attention, encoder_mask)
         h = self.rms_norm(h @ attention["output"], weights["post_cross"])
         return x + h
 

@@ -61,20 +61,36 @@ def test_step_logits_equal_the_layer_path(overrides):
         ops.convert_to_tensor(inputs["encoder_token_ids"]),
         ops.convert_to_tensor(inputs["encoder_padding_mask"]),
     )
-    cache = lm.build_cache(encoder_output, encoder_mask, ids.shape[1])
-    prefill_mask = ops.convert_to_tensor(inputs["decoder_padding_mask"][:, :1])
-    _, _, cache = lm.call_decoder_with_cache(ids[:, :1], prefill_mask, cache, 0)
+    length = ids.shape[1]
+    cache = lm.build_cache(encoder_output, encoder_mask, length)
     step = fast_decode.TorchDecodeStep(lm)
-    fast_cache = step.prepare(cache)
+    fast_encoder_output = step.encode(
+        inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(fast_encoder_output),
+        ops.convert_to_numpy(encoder_output),
+        atol=1e-5,
+    )
+    fast_cache = step.start(fast_encoder_output, encoder_mask, length)
     worst = 0.0
-    for index in range(1, ids.shape[1]):  # Past the window of 3.
+
+    def compare(fast, expected):
+        difference = np.abs(
+            ops.convert_to_numpy(fast) - ops.convert_to_numpy(expected)
+        )
+        return max(worst, float(difference.max()))
+
+    # A 4-token prefill (causal, window 3), then one-token steps.
+    prefill = ops.ones((2, 4), "bool")
+    expected, _, cache = lm.call_decoder_with_cache(ids[:, :4], prefill, cache, 0)
+    logits, _, fast_cache = step(ids[:, :4], fast_cache, 0)
+    worst = compare(logits, expected)
+    for index in range(4, length):
         token = ids[:, index : index + 1]
         expected, _, cache = lm.call_decoder_with_cache(token, None, cache, index)
-        logits, fast_cache = step(token, fast_cache, index)
-        difference = np.abs(
-            ops.convert_to_numpy(logits) - ops.convert_to_numpy(expected)
-        )
-        worst = max(worst, float(difference.max()))
+        logits, _, fast_cache = step(token, fast_cache, index)
+        worst = compare(logits, expected)
     assert worst < 1e-5, worst
 
 
@@ -104,3 +120,17 @@ def test_quantized_models_decode_with_the_layers():
     assert reason is not None and "quantized" in reason
     assert fast_decode.decode_step_for(lm) is None
     assert _generate(lm, True).shape == (2, 12)
+
+
+def test_the_step_is_reused_until_a_weight_changes():
+    lm = _lm()
+    step = fast_decode.decode_step_for(lm)
+    assert fast_decode.decode_step_for(lm) is step
+    kernel = lm.backbone.decoder_layers[0].mlp.linear.kernel
+    kernel.assign(kernel + 1.0)
+    changed = fast_decode.decode_step_for(lm)
+    assert changed is not step
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(changed.blocks[0]["down"]),
+        ops.convert_to_numpy(kernel),
+    )
