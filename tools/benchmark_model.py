@@ -153,6 +153,11 @@ def run_backend(args):
     """Runs every measurement on this process's backend; prints JSON."""
     import keras
 
+    if args.torch_threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+
     build = _t5gemma2_models if args.family == "t5gemma2" else _models
     models, np = build(CONFIG)
     rng = np.random.default_rng(0)
@@ -217,6 +222,10 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--generate-repeats", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch intra-op threads (both models share the "
+                        "process); 0 keeps torch's default. 1 gives stable "
+                        "figures on a loaded CPU")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
