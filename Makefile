@@ -9,7 +9,7 @@ BACKENDS := jax torch tensorflow
 # compilation, so both cores stay busy. Override with PYTEST_ARGS=.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv demo notebooks test test-jax test-torch test-tensorflow clean
+.PHONY: venv demo notebooks test $(addprefix test-,$(BACKENDS)) clean
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,8 @@ test: $(STAMP)
 	  KERAS_BACKEND=$$b $(PY) -m pytest -q $(PYTEST_ARGS) keras_encdec tests; \
 	done
 
-test-%: $(STAMP)
+# A static pattern rule: make skips implicit rules for .PHONY targets.
+$(addprefix test-,$(BACKENDS)): test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest -q $(PYTEST_ARGS) keras_encdec tests
 
 clean:
