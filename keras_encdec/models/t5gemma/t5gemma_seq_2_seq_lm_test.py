@@ -7,6 +7,7 @@ from keras_hub.samplers import BeamSampler
 
 import keras
 from keras_encdec import testing
+from keras_encdec.models import fast_decode
 from keras_encdec.models import T5GemmaBackbone
 from keras_encdec.models import T5GemmaSeq2SeqLM
 from keras_encdec.models import T5GemmaSeq2SeqLMPreprocessor
@@ -58,9 +59,19 @@ def test_cached_greedy_equals_uncached_decoding():
     )
 
 
-def test_cross_attention_keys_values_computed_once_per_input():
+def test_cross_attention_keys_values_computed_once_per_input(monkeypatch):
     lm = _lm()
     calls = []
+    if keras.backend.backend() == "torch":
+        # The functional torch step projects every layer's cross keys and
+        # values once, in `start`; its steps read them from the cache.
+        original_start = fast_decode.TorchDecodeStep.start
+
+        def counting_start(self, *args, **kwargs):
+            calls.extend([1] * len(self.blocks))
+            return original_start(self, *args, **kwargs)
+
+        monkeypatch.setattr(fast_decode.TorchDecodeStep, "start", counting_start)
     for layer in lm.backbone.decoder_layers:
         original = layer.cross_attention.compute_key_value
 
