@@ -76,14 +76,9 @@ def task_config(task, architecture, dtype):
 
 def export_task(task, path, architecture, max_shard_bytes=2 * 1024**3):
     """Writes `task` as a transformers T5Gemma 2 classification folder."""
-    os.makedirs(path, exist_ok=True)
-    dtype = str(task.backbone.token_embedding.embeddings.dtype)
-    config = task_config(task, architecture, dtype)
-    with open(os.path.join(path, hf2.CONFIG_FILE), "w") as f:
-        json.dump(config, f, indent=2)
-    hf.write_mapping(task_weight_map(task), path, max_shard_bytes)
-    if task.preprocessor is not None:
-        hf.write_tokenizer(task.preprocessor.tokenizer, path)
+    heads.write_task_folder(
+        task, path, task_config, task_weight_map, architecture, max_shard_bytes
+    )
 
 
 def encoder_kwargs_from_config(config):

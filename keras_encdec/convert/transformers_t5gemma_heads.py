@@ -175,11 +175,22 @@ def task_config(task, architecture, dtype):
 
 def export_task(task, path, architecture, max_shard_bytes=2 * 1024**3):
     """Writes `task` as a transformers classification folder."""
+    write_task_folder(
+        task, path, task_config, task_weight_map, architecture, max_shard_bytes
+    )
+
+
+def write_task_folder(
+    task, path, make_config, make_weight_map, architecture, max_shard_bytes
+):
+    """Writes a classifier folder: `make_config(task, architecture, dtype)`
+    as config.json, `make_weight_map(task)` as safetensors, and the
+    tokenizer when the task has one. Shared by both families."""
     os.makedirs(path, exist_ok=True)
     dtype = str(task.backbone.token_embedding.embeddings.dtype)
-    config = task_config(task, architecture, dtype)
+    config = make_config(task, architecture, dtype)
     with open(os.path.join(path, hf.CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2)
-    hf.write_mapping(task_weight_map(task), path, max_shard_bytes)
+    hf.write_mapping(make_weight_map(task), path, max_shard_bytes)
     if task.preprocessor is not None:
         hf.write_tokenizer(task.preprocessor.tokenizer, path)
