@@ -12,6 +12,7 @@ from keras import ops
 from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_encdec.models import fast_decode
+from keras_encdec.models import fast_decode_greedy
 
 
 class EncDecGenerationMixin:
@@ -90,50 +91,44 @@ class EncDecGenerationMixin:
         logits = self.compute_logits(hidden_states)
         return logits, hidden_states, (tuple(layer_caches), encoder_padding_mask)
 
-    def generate_step(self, inputs, stop_token_ids=None):
-        """Generates one batch: a compilable function of token tensors.
+    def fast_prefill(self, fast_step, inputs, max_length, index):
+        """Encodes and prefills with `fast_step` (a `TorchDecodeStep`) up
+        to the shortest prompt; returns `(cache, hidden_states)`."""
+        encoder_padding_mask = inputs["encoder_padding_mask"]
+        encoder_output = fast_step.encode(
+            inputs["encoder_token_ids"], encoder_padding_mask
+        )
+        if int(index) < 1:
+            lengths = ops.sum(ops.cast(inputs["decoder_padding_mask"], "int32"), -1)
+            raise ValueError(
+                "Decoding needs at least one decoder prompt token (the start "
+                "token) in every row; received decoder_padding_mask row "
+                f"lengths {ops.convert_to_numpy(lengths).tolist()}"
+            )
+        prefill_length = int(index)
+        cache = fast_step.start(encoder_output, encoder_padding_mask, max_length)
+        _, hidden_states, cache = fast_step(
+            inputs["decoder_token_ids"][:, :prefill_length], cache, 0
+        )
+        return cache, hidden_states
 
-        Args:
-            inputs: dict with `encoder_token_ids`, `encoder_padding_mask`,
-                `decoder_token_ids` and `decoder_padding_mask`. The decoder
-                tensors hold the (right-padded) prompt and set the output
-                length.
-            stop_token_ids: tuple of ints or None. Generation stops once every
-                sequence produced one of them.
-
-        Returns:
-            dict with `decoder_token_ids` and `decoder_padding_mask`.
-        """
+    def sample_tokens(self, fast_step, inputs, index, stop_token_ids):
+        """Decodes `inputs` from position `index` with `self.sampler`
+        (through `fast_step` where it is not None); returns the token ids."""
         decoder_token_ids = inputs["decoder_token_ids"]
         decoder_padding_mask = ops.cast(inputs["decoder_padding_mask"], "bool")
         max_length = ops.shape(decoder_token_ids)[1]
-        row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
-        index = ops.min(row_lengths)
-        # On torch, the encoder and the cached decoder passes run as plain
-        # torch code (same numbers) on caches it builds, and the prefill
-        # covers only the shortest prompt: the steps recompute every later
-        # position anyway.
-        fast_step = fast_decode.decode_step_for(self)
-        if fast_step is None:
-            encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
-        else:
-            encoder_padding_mask = inputs["encoder_padding_mask"]
-            encoder_output = fast_step.encode(
-                inputs["encoder_token_ids"], encoder_padding_mask
-            )
         if fast_step is not None:
-            prefill_length = max(1, int(index))
-            cache = fast_step.start(
-                encoder_output, encoder_padding_mask, max_length
+            cache, hidden_states = self.fast_prefill(
+                fast_step, inputs, max_length, index
             )
-            _, hidden_states, cache = fast_step(
-                decoder_token_ids[:, :prefill_length], cache, 0
-            )
+            prefill_length = ops.shape(hidden_states)[1]
             hidden_states = ops.pad(
                 hidden_states,
                 [[0, 0], [0, max_length - prefill_length], [0, 0]],
             )
         else:
+            encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
             cache = self.build_cache(
                 encoder_output, encoder_padding_mask, max_length
             )
@@ -156,7 +151,7 @@ class EncDecGenerationMixin:
             )
             return ops.squeeze(logits, axis=1), None, cache
 
-        decoder_token_ids = self.sampler(
+        return self.sampler(
             next=next,
             prompt=decoder_token_ids,
             cache=cache,
@@ -166,6 +161,44 @@ class EncDecGenerationMixin:
             hidden_states=hidden_states,
             model=self,
         )
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """Generates one batch: a compilable function of token tensors.
+
+        Args:
+            inputs: dict with `encoder_token_ids`, `encoder_padding_mask`,
+                `decoder_token_ids` and `decoder_padding_mask`. The decoder
+                tensors hold the (right-padded) prompt and set the output
+                length.
+            stop_token_ids: tuple of ints or None. Generation stops once every
+                sequence produced one of them.
+
+        Returns:
+            dict with `decoder_token_ids` and `decoder_padding_mask`.
+        """
+        decoder_token_ids = inputs["decoder_token_ids"]
+        decoder_padding_mask = ops.cast(inputs["decoder_padding_mask"], "bool")
+        max_length = ops.shape(decoder_token_ids)[1]
+        row_lengths = ops.sum(ops.cast(decoder_padding_mask, "int32"), axis=-1)
+        index = ops.min(row_lengths)
+        # On torch, the encoder and the cached decoder passes run as plain
+        # torch code (same numbers) on caches it builds, and the prefill
+        # covers only the shortest prompt: the steps recompute every later
+        # position anyway. Greedy decoding then runs as a torch loop.
+        fast_step = fast_decode.decode_step_for(self)
+        if fast_decode_greedy.greedy_applies(self.sampler, fast_step):
+            import torch
+
+            with torch.inference_mode():
+                cache, _ = self.fast_prefill(fast_step, inputs, max_length, index)
+                decoder_token_ids = fast_decode_greedy.greedy_decode(
+                    fast_step, decoder_token_ids, decoder_padding_mask, cache,
+                    index, stop_token_ids, self.sampler.temperature,
+                )
+        else:
+            decoder_token_ids = self.sample_tokens(
+                fast_step, inputs, index, stop_token_ids
+            )
 
         if stop_token_ids is not None:
             # Keep everything up to and including the first new stop token.

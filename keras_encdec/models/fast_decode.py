@@ -237,10 +237,11 @@ class TorchDecodeStep(TorchWeights):
         import torch
 
         scale, epsilon = weights
-        y = torch.nn.functional.rms_norm(
-            x.float(), (x.shape[-1],), scale, epsilon
-        )
-        return y.to(self.dtype)
+        # torch's CPU `rms_norm` runs these same float32 ops plus a dozen
+        # casts and copies; a one-token step has 25 norms.
+        y = x if x.dtype == torch.float32 else x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + epsilon) * scale
+        return y if y.dtype == self.dtype else y.to(self.dtype)
 
     def attend(self, query, key_value, attention, mask=None):
         """Grouped-query attention.
@@ -263,13 +264,17 @@ class TorchDecodeStep(TorchWeights):
         num_kv_heads, head_dim = attention["num_kv_heads"], attention["head_dim"]
         key, value = key_value[:, :num_kv_heads], key_value[:, num_kv_heads:]
         query = query.transpose(1, 2).reshape(batch, num_kv_heads, -1, head_dim)
-        logits = torch.matmul(query, key.transpose(-1, -2)).float()
+        logits = torch.matmul(query, key.transpose(-1, -2))
+        if logits.dtype != torch.float32:
+            logits = logits.float()
         cap = attention["soft_cap"]
         if cap is not None:
-            logits = torch.tanh(logits) * cap
+            logits = torch.tanh(logits).mul_(cap)
         if mask is not None:
             logits = logits.masked_fill(~mask, MASKED_LOGIT)
-        probabilities = torch.softmax(logits, dim=-1).to(value.dtype)
+        probabilities = torch.softmax(logits, dim=-1)
+        if probabilities.dtype != value.dtype:
+            probabilities = probabilities.to(value.dtype)
         out = torch.matmul(probabilities, value)
         out = out.reshape(batch, -1, length, head_dim).transpose(1, 2)
         return out.reshape(batch, length, -1)
