@@ -94,19 +94,22 @@ class EncDecGenerationMixin:
     def fast_prefill(self, fast_step, inputs, max_length, index):
         """Encodes and prefills with `fast_step` (a `TorchDecodeStep`) up
         to the shortest prompt; returns `(cache, hidden_states)`."""
+        if int(index) < 1:
+            mask = ops.cast(inputs["decoder_padding_mask"], "int32")
+            lengths = ops.convert_to_numpy(ops.sum(mask, axis=-1)).tolist()
+            raise ValueError(
+                "Decoding needs at least one decoder prompt token (the start "
+                "token) in every row; received decoder_padding_mask row "
+                f"lengths {lengths}"
+            )
         encoder_padding_mask = inputs["encoder_padding_mask"]
         encoder_output = fast_step.encode(
             inputs["encoder_token_ids"], encoder_padding_mask
         )
-        if int(index) < 1:
-            lengths = ops.sum(ops.cast(inputs["decoder_padding_mask"], "int32"), -1)
-            raise ValueError(
-                "Decoding needs at least one decoder prompt token (the start "
-                "token) in every row; received decoder_padding_mask row "
-                f"lengths {ops.convert_to_numpy(lengths).tolist()}"
-            )
         prefill_length = int(index)
-        cache = fast_step.start(encoder_output, encoder_padding_mask, max_length)
+        cache = fast_step.start(
+            encoder_output, encoder_padding_mask, max_length
+        )
         _, hidden_states, cache = fast_step(
             inputs["decoder_token_ids"][:, :prefill_length], cache, 0
         )
@@ -190,7 +193,9 @@ class EncDecGenerationMixin:
             import torch
 
             with torch.inference_mode():
-                cache, _ = self.fast_prefill(fast_step, inputs, max_length, index)
+                cache, _ = self.fast_prefill(
+                    fast_step, inputs, max_length, index
+                )
                 decoder_token_ids = fast_decode_greedy.greedy_decode(
                     fast_step, decoder_token_ids, decoder_padding_mask, cache,
                     index, stop_token_ids, self.sampler.temperature,

@@ -240,7 +240,9 @@ class TorchDecodeStep(TorchWeights):
         # torch's CPU `rms_norm` runs these same float32 ops plus a dozen
         # casts and copies; a one-token step has 25 norms.
         y = x if x.dtype == torch.float32 else x.float()
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + epsilon) * scale
+        y = (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + epsilon)).mul_(
+            scale
+        )
         return y if y.dtype == self.dtype else y.to(self.dtype)
 
     def attend(self, query, key_value, attention, mask=None):
@@ -337,5 +339,5 @@ class TorchDecodeStep(TorchWeights):
             gate = torch.nn.functional.gelu(gate, approximate="tanh")
         else:
             gate = keras.activations.get(weights["activation"])(gate)
-        h = (gate * up) @ weights["down"]
+        h = gate.mul_(up) @ weights["down"]
         return x + self.rms_norm(h, weights["post_ffw"])

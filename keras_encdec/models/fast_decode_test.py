@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 from keras import ops
 from keras_hub.samplers import BeamSampler
+from keras_hub.samplers import GreedySampler
+from keras_hub.samplers import TopKSampler
 
 import keras
 from keras_encdec.models import T5GemmaBackbone
 from keras_encdec.models import T5GemmaSeq2SeqLM
 from keras_encdec.models import fast_decode
+from keras_encdec.models import fast_decode_greedy
 from keras_encdec.testing import UNBALANCED_GQA_CONFIG
 
 pytestmark = pytest.mark.skipif(
@@ -134,3 +137,63 @@ def test_the_step_is_reused_until_a_weight_changes():
         ops.convert_to_numpy(changed.blocks[0]["down"]),
         ops.convert_to_numpy(kernel),
     )
+
+
+class _KerasLoopGreedySampler(GreedySampler):
+    """A GreedySampler that is not exactly one: keras-hub's loop runs."""
+
+
+def _generate_with(lm, sampler, stop_token_ids, length=12):
+    lm.compile(sampler=sampler)
+    out = lm.generate(_inputs(length), stop_token_ids=stop_token_ids)
+    return {name: np.asarray(value) for name, value in out.items()}
+
+
+def test_torch_greedy_loop_equals_the_keras_hub_loop():
+    lm = _lm()
+    step = fast_decode.decode_step_for(lm)
+    assert fast_decode_greedy.greedy_applies(GreedySampler(), step)
+    keras_loop_sampler = _KerasLoopGreedySampler()
+    assert not fast_decode_greedy.greedy_applies(keras_loop_sampler, step)
+    assert not fast_decode_greedy.greedy_applies(TopKSampler(k=3), step)
+    assert not fast_decode_greedy.greedy_applies(GreedySampler(), None)
+    free = _generate_with(lm, "greedy", None, length=16)["decoder_token_ids"]
+    # Stop ids that row 0 (3-token prompt) and row 1 (1-token prompt) each
+    # produce at some new position, so both rows stop before the end.
+    stops = (int(free[0, 5]), int(free[1, 4]))
+    # (temperature, stop ids); the last case is checked further below.
+    cases = [(1.0, None), (1.0, stops[:1]), (0.5, stops), (1.0, stops)]
+    for temperature, stop_token_ids in cases:
+        torch_loop = _generate_with(
+            lm, GreedySampler(temperature=temperature), stop_token_ids, 16
+        )
+        keras_loop = _generate_with(
+            lm, _KerasLoopGreedySampler(temperature=temperature),
+            stop_token_ids, 16,
+        )
+        for name in ("decoder_token_ids", "decoder_padding_mask"):
+            np.testing.assert_array_equal(torch_loop[name], keras_loop[name])
+    # With both stop ids the loop ends at the later row's first stop: the
+    # positions after it keep the prompt's padding (zeros).
+    prompt_lengths = _inputs(16)["decoder_padding_mask"].sum(axis=-1)
+    first_stops = [
+        next(p for p in range(n, 16) if free[row, p] in stops)
+        for row, n in enumerate(prompt_lengths)
+    ]
+    end = max(first_stops) + 1
+    assert end < 16 and (free[:, end:] != 0).any()
+    ids = torch_loop["decoder_token_ids"]
+    np.testing.assert_array_equal(ids[:, :end], free[:, :end])
+    assert (ids[:, end:] == 0).all(), ids
+    mask = torch_loop["decoder_padding_mask"]
+    assert mask.sum(axis=-1).tolist() == [p + 1 for p in first_stops]
+
+
+def test_empty_decoder_prompt_is_a_clear_error():
+    lm = _lm()
+    inputs = _inputs()
+    inputs["decoder_padding_mask"][1] = 0
+    for sampler in ("greedy", "top_k"):
+        lm.compile(sampler=sampler)
+        with pytest.raises(ValueError, match="row lengths \\[3, 0\\]"):
+            lm.generate(inputs, stop_token_ids=None)
