@@ -117,7 +117,9 @@ class TorchDecodeStep(TorchWeights):
 
     >>> import numpy as np
     >>> from keras_encdec.models import T5GemmaSeq2SeqLM
-    >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+    >>> lm = T5GemmaSeq2SeqLM.from_preset(
+    ...     "t5gemma_tiny_random", preprocessor=None
+    ... )
     >>> lm.compile(sampler="greedy")
     >>> out = lm.generate({  # uses TorchDecodeStep when on torch
     ...     "encoder_token_ids": np.array([[2, 5, 6, 1]]),

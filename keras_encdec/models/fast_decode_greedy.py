@@ -65,7 +65,9 @@ def greedy_decode(
 
     >>> import numpy as np
     >>> from keras_encdec.models import T5GemmaSeq2SeqLM
-    >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+    >>> lm = T5GemmaSeq2SeqLM.from_preset(
+    ...     "t5gemma_tiny_random", preprocessor=None
+    ... )
     >>> lm.compile(sampler="greedy")  # generate runs greedy_decode on torch
     >>> out = lm.generate({
     ...     "encoder_token_ids": np.array([[2, 5, 6, 1]]),
