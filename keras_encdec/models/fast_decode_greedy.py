@@ -99,9 +99,10 @@ def greedy_decode(
         logits, _, cache = step(
             prompt[:, previous:position], cache, previous
         )
-        probabilities = torch.softmax(
-            logits[:, 0].float() / temperature, dim=-1
-        )
+        logits = logits[:, 0].float()
+        if temperature != 1.0:  # x / 1.0 is x: skip the op.
+            logits = logits / temperature
+        probabilities = torch.softmax(logits, dim=-1)
         token = probabilities.argmax(dim=-1).to(prompt.dtype)
         if has_prompt[position]:
             token = torch.where(mask[:, position], prompt[:, position], token)
