@@ -118,9 +118,7 @@ class EncDecGenerationMixin:
             encoder_output, encoder_padding_mask = self.encode_prompt(inputs)
         else:
             encoder_padding_mask = inputs["encoder_padding_mask"]
-            encoder_output = fast_step.encode(
-                inputs["encoder_token_ids"], encoder_padding_mask
-            )
+            encoder_output = fast_step.encode_inputs(self, inputs)
         if fast_step is not None:
             prefill_length = max(1, int(index))
             cache = fast_step.start(
