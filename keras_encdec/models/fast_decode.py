@@ -207,8 +207,8 @@ class TorchDecodeStep(TorchWeights):
         Returns:
             The cache `__call__` takes: `(self_caches, cross_caches,
             encoder_mask)`, per block `[batch, 2 * kv_heads, length,
-            head_dim]` (keys then values; self-attention zeros), and the
-            key mask `[batch, 1, 1, S]`. Batch-major, so beam search can
+            head_dim]` (keys then values; self-attention zeros) and what
+            `cross_key_value` returns, and the key mask `[batch, 1, 1, S]`. Batch-major, so beam search can
             repeat and gather it.
         """
         import torch

@@ -147,8 +147,9 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         return torch.addcmul(qkv * cos[index:end], swapped, sin[index:end])
 
     def cross_key_value(self, encoder_output, weights):
-        """`[key_norm(key(enc)) ; value(enc)]` `[batch, 2 * kv_heads, S,
-        head_dim]` (no RoPE), from the merged projection's key/value part."""
+        """`(key_norm(key(enc)), value(enc))`, each `[batch, kv_heads, S,
+        head_dim]` and contiguous (a slice of one tensor would be copied by
+        every step's matmul), without RoPE, from the merged projection."""
         import torch
 
         attention = weights["self_attention"]
@@ -163,8 +164,9 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         key = self.head_norm(
             key_value[:, :, :num_kv_heads], table[num_heads:], epsilon
         )
-        key_value = torch.cat([key, key_value[:, :, num_kv_heads:]], dim=2)
-        return key_value.transpose(1, 2).contiguous()
+        value = key_value[:, :, num_kv_heads:]
+        return (key.transpose(1, 2).contiguous(),
+                value.transpose(1, 2).contiguous())
 
     def decoder_block(self, x, weights, self_cache, cross_cache, encoder_mask,
                       index):
@@ -174,9 +176,11 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         h = self.rms_norm(x, weights["pre_self"])
         qkv = self.rotated_qkv(h, attention, index)
         key_value, mask = self.cached_self_keys(qkv, attention, self_cache, index)
+        num_kv_heads = attention["num_kv_heads"]
+        self_part = (key_value[:, :num_kv_heads], key_value[:, num_kv_heads:])
         h = self.merged_attend(
             qkv[:, :, :num_heads], attention,
-            ((key_value, mask), (cross_cache, encoder_mask)),
+            ((self_part, mask), (cross_cache, encoder_mask)),
         )
         h = self.rms_norm(h @ attention["output"], weights["post_self"])
         return self.feed_forward_block(x + h, weights)
@@ -187,9 +191,9 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         Args:
             query: `[batch, T, num_heads, head_dim]`, scaled.
             attention: the layer's weights dict.
-            parts: `(key_value, mask)` pairs: `[batch, 2 * kv_heads, S_i,
-                head_dim]` keys then values, and a bool mask broadcastable
-                to `[batch, kv_heads, groups * T, S_i]` or None.
+            parts: `((key, value), mask)` pairs: keys and values `[batch,
+                kv_heads, S_i, head_dim]`, and a bool mask broadcastable to
+                `[batch, kv_heads, groups * T, S_i]` or None.
 
         Returns:
             `[batch, T, num_heads * head_dim]`.
@@ -200,10 +204,8 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         num_kv_heads, head_dim = attention["num_kv_heads"], attention["head_dim"]
         query = query.transpose(1, 2).reshape(batch, num_kv_heads, -1, head_dim)
         logits, sizes = [], []
-        for key_value, mask in parts:
-            part = torch.matmul(
-                query, key_value[:, :num_kv_heads].transpose(-1, -2)
-            ).float()
+        for (key, _), mask in parts:
+            part = torch.matmul(query, key.transpose(-1, -2)).float()
             if mask is not None:
                 part = part.masked_fill(~mask, MASKED_LOGIT)
             logits.append(part)
@@ -211,8 +213,8 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         probabilities = torch.softmax(torch.cat(logits, dim=-1), dim=-1)
         probabilities = probabilities.to(query.dtype).split(sizes, dim=-1)
         out = sum(
-            torch.matmul(p, key_value[:, num_kv_heads:])
-            for p, (key_value, _) in zip(probabilities, parts)
+            torch.matmul(p, value)
+            for p, ((_, value), _) in zip(probabilities, parts)
         )
         out = out.reshape(batch, -1, length, head_dim).transpose(1, 2)
         return out.reshape(batch, length, -1)

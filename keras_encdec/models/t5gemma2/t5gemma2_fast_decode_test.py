@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from keras_hub.samplers import BeamSampler
 
 from keras_encdec.models import T5Gemma2Backbone
 from keras_encdec.models import T5Gemma2Seq2SeqLM
@@ -72,9 +73,9 @@ def _inputs(length=12, images=False):
     return inputs
 
 
-def _generate(lm, use_fast_decode, inputs):
+def _generate(lm, use_fast_decode, inputs, sampler="greedy"):
     lm.use_fast_decode = use_fast_decode
-    lm.compile(sampler="greedy")
+    lm.compile(sampler=sampler)
     out = lm.generate(inputs, stop_token_ids=None)
     return np.asarray(out["decoder_token_ids"])
 
@@ -115,13 +116,17 @@ def test_step_logits_equal_the_layer_path():
     assert float(np.std(ops.convert_to_numpy(expected))) > 0.1  # Not flat.
 
 
-def test_greedy_tokens_equal_the_layer_path():
+def test_greedy_and_beam_tokens_equal_the_layer_path():
     lm = _lm()
     inputs = _inputs(length=16)
     fast = _generate(lm, True, inputs)
-    layers = _generate(lm, False, inputs)
-    np.testing.assert_array_equal(fast, layers)
+    np.testing.assert_array_equal(fast, _generate(lm, False, inputs))
     assert len(np.unique(fast[:, 3:])) > 3  # Not one repeated token.
+    # Beam search repeats and gathers the step's cache nest.
+    beam = _generate(lm, True, inputs, BeamSampler(num_beams=2))
+    np.testing.assert_array_equal(
+        beam, _generate(lm, False, inputs, BeamSampler(num_beams=2))
+    )
 
 
 def test_greedy_tokens_with_an_image_equal_the_layer_path():
