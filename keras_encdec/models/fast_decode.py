@@ -218,9 +218,7 @@ class TorchDecodeStep(TorchWeights):
         self_caches, cross_caches = [], []
         for weights in self.blocks:
             attention = weights["self_attention"]
-            shape = (batch, 2 * attention["num_kv_heads"], max_length,
-                     attention["head_dim"])
-            self_caches.append(torch.zeros(shape, dtype=self.dtype))
+            self_caches.append(self.self_cache(batch, attention, max_length))
             cross_caches.append(self.cross_key_value(encoder_output, weights))
             self.rotary_tables(attention=weights["self_attention"],
                                length=max_length)
@@ -228,6 +226,15 @@ class TorchDecodeStep(TorchWeights):
         # A mask that hides nothing changes no probability: skip it.
         self.mask_cross = not bool(mask.all())
         return tuple(self_caches), tuple(cross_caches), mask[:, None, None, :]
+
+    def self_cache(self, batch, attention, max_length):
+        """One block's empty self-attention cache: zeros `[batch, 2 *
+        kv_heads, max_length, head_dim]` (keys then values)."""
+        import torch
+
+        shape = (batch, 2 * attention["num_kv_heads"], max_length,
+                 attention["head_dim"])
+        return torch.zeros(shape, dtype=self.dtype)
 
     def cross_key_value(self, encoder_output, weights):
         """One block's cross keys then values `[batch, 2 * kv_heads, S,
@@ -363,18 +370,25 @@ class TorchDecodeStep(TorchWeights):
         num_heads, length = attention["num_heads"], qkv.shape[1]
         end = index + length
         self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
+        start, mask = self.causal_window(attention, index, length)
+        return self_cache[:, :, start:end], mask
+
+    def causal_window(self, attention, index, length):
+        """`(start, mask)` of `length` queries from `index` over cached
+        keys `start ... index + length`: one query sees the slice (its
+        window), several get a causal windowed mask (see `attend`)."""
         window = attention["window"]
         start, mask = 0, None
         if length == 1 and window is not None:
             start = max(0, index - window + 1)
         elif length > 1:
             mask = attention_mask(
-                length, end, query_offset=index, causal=True,
+                length, index + length, query_offset=index, causal=True,
                 sliding_window=window,
             )[0]
-            groups = num_heads // attention["num_kv_heads"]
+            groups = attention["num_heads"] // attention["num_kv_heads"]
             mask = mask.repeat(groups, 1)
-        return self_cache[:, :, start:end], mask
+        return start, mask
 
     def cross_attention_block(self, x, weights, cross_cache, encoder_mask):
         attention = weights["cross_attention"]

@@ -168,6 +168,28 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         return (key.transpose(1, 2).contiguous(),
                 value.transpose(1, 2).contiguous())
 
+    def self_cache(self, batch, attention, max_length):
+        """`(keys, values)` zeros, each `[batch, kv_heads, max_length,
+        head_dim]`: a step's slice of either is one strided matrix per
+        head, which matmul reads without a copy."""
+        import torch
+
+        shape = (batch, attention["num_kv_heads"], max_length,
+                 attention["head_dim"])
+        return (torch.zeros(shape, dtype=self.dtype),
+                torch.zeros(shape, dtype=self.dtype))
+
+    def cached_self_keys(self, qkv, attention, self_cache, index):
+        """Writes `qkv`'s keys and values at `index`; returns the visible
+        `(keys, values)` and the mask (`TorchDecodeStep.causal_window`)."""
+        key, value = self_cache
+        num_heads, length = attention["num_heads"], qkv.shape[1]
+        middle, end = num_heads + attention["num_kv_heads"], index + length
+        key[:, :, index:end] = qkv[:, :, num_heads:middle].transpose(1, 2)
+        value[:, :, index:end] = qkv[:, :, middle:].transpose(1, 2)
+        start, mask = self.causal_window(attention, index, length)
+        return (key[:, :, start:end], value[:, :, start:end]), mask
+
     def decoder_block(self, x, weights, self_cache, cross_cache, encoder_mask,
                       index):
         """Merged attention over `[self ; encoder]` keys, then the MLP."""
@@ -175,9 +197,7 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         num_heads = attention["num_heads"]
         h = self.rms_norm(x, weights["pre_self"])
         qkv = self.rotated_qkv(h, attention, index)
-        key_value, mask = self.cached_self_keys(qkv, attention, self_cache, index)
-        num_kv_heads = attention["num_kv_heads"]
-        self_part = (key_value[:, :num_kv_heads], key_value[:, num_kv_heads:])
+        self_part, mask = self.cached_self_keys(qkv, attention, self_cache, index)
         h = self.merged_attend(
             qkv[:, :, :num_heads], attention,
             ((self_part, mask), (cross_cache, encoder_mask)),
