@@ -135,6 +135,7 @@ class TorchDecodeStep(TorchWeights):
     >>> import numpy as np
     >>> from keras_encdec.models import T5GemmaSeq2SeqLM
     >>> lm = T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random")
+    >>> lm.preprocessor = None  # Token ids in, token ids out.
     >>> lm.compile(sampler="greedy")
     >>> out = lm.generate({  # uses TorchDecodeStep when on torch
     ...     "encoder_token_ids": np.array([[2, 5, 6, 1]]),

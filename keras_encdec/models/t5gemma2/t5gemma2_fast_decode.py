@@ -44,6 +44,7 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
     >>> import numpy as np
     >>> from keras_encdec.models import T5Gemma2Seq2SeqLM
     >>> lm = T5Gemma2Seq2SeqLM.from_preset("t5gemma2_tiny_random")
+    >>> lm.preprocessor = None  # Token ids in, token ids out.
     >>> lm.compile(sampler="greedy")
     >>> out = lm.generate({  # uses T5Gemma2DecodeStep when on torch
     ...     "encoder_token_ids": np.array([[2, 5, 6, 1]]),
