@@ -16,7 +16,9 @@ TensorFlow compile the layer path and do not use it.
 The step is written per block (`self_attention_block`, `cross_attention_block`,
 `feed_forward_block`) over `attend`, a grouped-query attention over a
 keys-then-values tensor `[batch, 2 * kv_heads, S, head_dim]`, so a family
-with another block layout overrides one method.
+with another block layout overrides a few methods; its task names the
+subclass in `torch_decode_step_class` (T5Gemma 2: `keras_encdec.models.
+t5gemma2.t5gemma2_fast_decode.T5Gemma2DecodeStep`).
 """
 
 import logging
@@ -207,15 +209,14 @@ class TorchDecodeStep(TorchWeights):
 
         Returns:
             The cache `__call__` takes: `(self_caches, cross_caches,
-            encoder_mask)`, per block `[batch, 2 * kv_heads, length,
-            head_dim]` (keys then values; self-attention zeros) and what
-            `cross_key_value` returns, and the key mask `[batch, 1, 1, S]`. Batch-major, so beam search can
-            repeat and gather it.
+            encoder_mask)`, per block what `self_cache` and
+            `cross_key_value` return, and the key mask `[batch, 1, 1, S]`.
+            Batch-major, so beam search can repeat and gather it.
         """
         import torch
 
         encoder_output = torch.as_tensor(encoder_output).to(self.dtype)
-        batch, length = encoder_output.shape[:2]
+        batch = encoder_output.shape[0]
         self_caches, cross_caches = [], []
         for weights in self.blocks:
             attention = weights["self_attention"]

@@ -151,8 +151,6 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         """`(key_norm(key(enc)), value(enc))`, each `[batch, kv_heads, S,
         head_dim]` and contiguous (a slice of one tensor would be copied by
         every step's matmul), without RoPE, from the merged projection."""
-        import torch
-
         attention = weights["self_attention"]
         batch, length = encoder_output.shape[:2]
         num_heads, num_kv_heads, head_dim = (
