@@ -85,19 +85,15 @@ class T5Gemma2DecodeStep(TorchDecodeStep):
         import torch
 
         weights = super().attention_weights(attention, self_attention)
-        query_norm, epsilon = self.norm_weights(attention.query_norm)
-        key_norm, key_epsilon = self.norm_weights(attention.key_norm)
-        if epsilon != key_epsilon:
-            raise ValueError(
-                "The functional step needs one epsilon for both QK norms. "
-                f"Received: {epsilon} (query) and {key_epsilon} (key)."
-            )
+        query_norm = self.norm_weights(attention.query_norm)[0]
+        key_norm = self.norm_weights(attention.key_norm)[0]
         scale = attention.query_pre_attn_scalar**-0.5
         table = torch.cat([
             (query_norm * scale).expand(attention.num_heads, -1),
             key_norm.expand(attention.num_kv_heads, -1),
         ])
-        weights["qk_norm"] = (table, epsilon)
+        # Both norms are built with the layer's `rms_norm_eps`.
+        weights["qk_norm"] = (table, attention.rms_norm_eps)
         if not attention.merged and attention.sliding_window is not None:
             weights["window"] = t5gemma2_encoder_window(attention.sliding_window)
         return weights
