@@ -1,7 +1,10 @@
-"""Ours vs HF transformers T5Gemma (torch, eager), side by side, per backend.
+"""Ours vs HF transformers T5Gemma / T5Gemma 2 (torch, eager), per backend.
 
 Both models hold the same weights: ours is built, exported with
-`export_to_transformers`, and loaded by `T5GemmaForConditionalGeneration`.
+`export_to_transformers`, and loaded by `T5GemmaForConditionalGeneration`
+(`--family t5gemma`) or `T5Gemma2ForConditionalGeneration` (`--family
+t5gemma2`, text only: transformers gets a tiny, unused vision tower
+instead of its default SigLIP, which the text-only export does not write).
 In each backend's process (KERAS_BACKEND is per process) the A/B
 repetitions are interleaved (ours, theirs, theirs, ours, ...), so load from
 other jobs hits both alike; the table gives medians and ours/theirs ratios
@@ -18,9 +21,12 @@ Usage:
     python tools/benchmark_vs_transformers.py
     python tools/benchmark_vs_transformers.py --backends torch --repeats 3
     python tools/benchmark_vs_transformers.py --torch-threads 1  # loaded CPU
+    python tools/benchmark_vs_transformers.py --family t5gemma2 --no-train
 
 Config (ANCHORS section 9): V=8192, width 256, FFN 1024, 4+4 layers,
-4 heads / 2 kv heads x 64, float32, CPU.
+4 heads / 2 kv heads x 64, float32, CPU. T5Gemma 2 adds the published
+270m/1b attention settings: sliding window 512, RoPE bases 1e4 / 1e6 and
+Gemma 3's layer pattern (5 sliding : 1 full, so 4 sliding blocks here).
 """
 
 import argparse
@@ -43,32 +49,53 @@ CONFIG = dict(
 )
 
 
-def _build(config):
-    """Our LM with random weights, and transformers' copy of it."""
+# T5Gemma 2 only: the window of the published 270m/1b presets.
+T5GEMMA2_SLIDING_WINDOW = 512
+# The tower transformers builds for the text-only T5Gemma 2 (never run).
+TINY_VISION = dict(model_type="siglip_vision_model", hidden_size=16,
+                   intermediate_size=32, num_hidden_layers=1,
+                   num_attention_heads=2, image_size=28, patch_size=7,
+                   vision_use_head=False)
+
+
+def _build(config, family):
+    """Our LM of `family` with random weights, and transformers' copy."""
     import torch
     import transformers
 
     import keras
-    from keras_encdec.models import T5GemmaBackbone
-    from keras_encdec.models import T5GemmaSeq2SeqLM
+    from keras_encdec import models
 
     keras.utils.set_random_seed(0)
-    ours = T5GemmaSeq2SeqLM(
-        T5GemmaBackbone(
-            vocabulary_size=config["vocabulary_size"],
-            **{
-                f"{side}_{name}": value
-                for side in ("encoder", "decoder")
-                for name, value in config.items()
-                if name != "vocabulary_size"
-            },
-        )
-    )
+    stacks = {
+        f"{side}_{name}": value
+        for side in ("encoder", "decoder")
+        for name, value in config.items()
+        if name != "vocabulary_size"
+    }
+    kwargs = {}
+    if family == "t5gemma2":
+        backbone_cls, lm_cls = models.T5Gemma2Backbone, models.T5Gemma2Seq2SeqLM
+        stacks = {k.replace("encoder_hidden_dim", "hidden_dim"): v
+                  for k, v in stacks.items() if k != "decoder_hidden_dim"}
+        stacks.update(encoder_sliding_window=T5GEMMA2_SLIDING_WINDOW,
+                      decoder_sliding_window=T5GEMMA2_SLIDING_WINDOW)
+        hf_cls = transformers.T5Gemma2ForConditionalGeneration
+    else:
+        backbone_cls, lm_cls = models.T5GemmaBackbone, models.T5GemmaSeq2SeqLM
+        hf_cls = transformers.T5GemmaForConditionalGeneration
+    ours = lm_cls(backbone_cls(vocabulary_size=config["vocabulary_size"],
+                               **stacks))
     folder = tempfile.mkdtemp()
     ours.export_to_transformers(folder)
-    theirs = transformers.T5GemmaForConditionalGeneration.from_pretrained(
-        folder, dtype=torch.float32
-    )
+    if family == "t5gemma2":
+        hf_config = transformers.AutoConfig.from_pretrained(folder)
+        hf_config.encoder.vision_config = (
+            transformers.SiglipVisionConfig(**TINY_VISION)
+        )
+        kwargs["config"] = hf_config
+        transformers.logging.set_verbosity_error()  # The unused tower's init.
+    theirs = hf_cls.from_pretrained(folder, dtype=torch.float32, **kwargs)
     theirs.generation_config.eos_token_id = None
     return ours, theirs
 
@@ -100,6 +127,7 @@ def _start_backend():
 
         jax.jit(lambda v: v + 1)(1.0).block_until_ready()
     # Before `import keras`, which imports TensorFlow on that backend.
+    from transformers import T5Gemma2ForConditionalGeneration  # noqa: F401
     from transformers import T5GemmaForConditionalGeneration  # noqa: F401
 
     import keras
@@ -118,7 +146,7 @@ def run_backend(args):
 
     import keras
 
-    ours, theirs = _build(CONFIG)
+    ours, theirs = _build(CONFIG, args.family)
     vocab = CONFIG["vocabulary_size"]
     rng = np.random.default_rng(0)
 
@@ -150,10 +178,6 @@ def run_backend(args):
 
     steps = {"ours": lambda: ours.train_on_batch(x, y), "transformers": hf_step}
     results = {}
-    if not args.no_train:
-        for fn in steps.values():
-            fn()  # Compile / warm up.
-        results["train_step_ms"] = _interleaved(steps, args.repeats)
 
     theirs.eval()
     source = ids(args.decode_batch, args.source_length)
@@ -194,6 +218,12 @@ def run_backend(args):
             pairs, args.repeats
         )
         results[f"decode_{new_tokens}_same_tokens"] = same
+    # Training last: the two optimizers' updates differ in rounding, and
+    # greedy tokens of the updated models would no longer be comparable.
+    if not args.no_train:
+        for fn in steps.values():
+            fn()  # Compile / warm up.
+        results["train_step_ms"] = _interleaved(steps, args.repeats)
     print("RESULTS " + json.dumps({"backend": keras.backend.backend(),
                                    "results": results}))
 
@@ -216,6 +246,8 @@ def _load():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", choices=["t5gemma", "t5gemma2"],
+                        default="t5gemma")
     parser.add_argument("--backends", nargs="+",
                         default=["torch", "jax", "tensorflow"])
     parser.add_argument("--batch", type=int, default=4)
@@ -235,7 +267,7 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return run_backend(args)
-    print(f"config={CONFIG} train batch={args.batch}x{args.length} "
+    print(f"family={args.family} config={CONFIG} train batch={args.batch}x{args.length} "
           f"decode batch={args.decode_batch} source={args.source_length} "
           f"torch threads={args.torch_threads or 'default'}")
     print(f"| backend | metric | transformers | ours | ours / transformers "

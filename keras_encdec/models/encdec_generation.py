@@ -103,9 +103,7 @@ class EncDecGenerationMixin:
                 f"lengths {lengths}"
             )
         encoder_padding_mask = inputs["encoder_padding_mask"]
-        encoder_output = fast_step.encode(
-            inputs["encoder_token_ids"], encoder_padding_mask
-        )
+        encoder_output = fast_step.encode_inputs(self, inputs)
         prefill_length = int(index)
         cache = fast_step.start(
             encoder_output, encoder_padding_mask, max_length

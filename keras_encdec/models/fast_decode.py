@@ -16,7 +16,9 @@ TensorFlow compile the layer path and do not use it.
 The step is written per block (`self_attention_block`, `cross_attention_block`,
 `feed_forward_block`) over `attend`, a grouped-query attention over a
 keys-then-values tensor `[batch, 2 * kv_heads, S, head_dim]`, so a family
-with another block layout overrides one method.
+with another block layout overrides a few methods; its task names the
+subclass in `torch_decode_step_class` (T5Gemma 2: `keras_encdec.models.
+t5gemma2.t5gemma2_fast_decode.T5Gemma2DecodeStep`).
 """
 
 import logging
@@ -52,14 +54,12 @@ def unsupported_reason(lm):
     if not getattr(lm, "use_fast_decode", True):
         return "lm.use_fast_decode is False"
     backbone = lm.backbone
-    from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
-
-    if type(backbone) is not T5GemmaBackbone:
-        # T5Gemma 2's merged attention has no functional step yet; its
-        # decode keeps the Keras layer path (same tokens, slower on torch).
+    step_class = decode_step_class(lm)
+    expected = step_class.backbone_class()
+    if type(backbone) is not expected:
         return (
-            f"the functional step covers T5GemmaBackbone only; received "
-            f"{type(backbone).__name__}"
+            f"{step_class.__name__} covers {expected.__name__} only; "
+            f"received {type(backbone).__name__}"
         )
     layers = [backbone.token_embedding, backbone.encoder_norm,
               backbone.decoder_token_embedding, backbone.decoder_norm]
@@ -72,6 +72,25 @@ def unsupported_reason(lm):
                 f"({layer.quantization_mode})"
             )
     return None
+
+
+def decode_step_class(lm):
+    """The step class of `lm`'s family: the task's `torch_decode_step_class`
+    attribute, or `TorchDecodeStep` (T5Gemma) when it has none.
+
+    Args:
+        lm: an encoder-decoder LM task.
+
+    Returns:
+        A `TorchDecodeStep` subclass.
+
+    Examples:
+
+    >>> from keras_encdec.models import T5GemmaSeq2SeqLM
+    >>> decode_step_class(T5GemmaSeq2SeqLM.from_preset("t5gemma_tiny_random"))
+    <class 'keras_encdec.models.fast_decode.TorchDecodeStep'>
+    """
+    return getattr(lm, "torch_decode_step_class", None) or TorchDecodeStep
 
 
 def decode_step_for(lm):
@@ -102,7 +121,7 @@ def decode_step_for(lm):
     )
     cached = getattr(lm, "_torch_decode_step", None)
     if cached is None or cached[0] != key:
-        cached = (key, TorchDecodeStep(lm))
+        cached = (key, decode_step_class(lm)(lm))
         lm._torch_decode_step = cached
     return cached[1]
 
@@ -129,7 +148,24 @@ class TorchDecodeStep(TorchWeights):
     ... }, stop_token_ids=None)
     """
 
+    @classmethod
+    def backbone_class(cls):
+        """The backbone class this step reads (exactly; not subclasses)."""
+        from keras_encdec.models.t5gemma.t5gemma_backbone import T5GemmaBackbone
+
+        return T5GemmaBackbone
+
     # === The encoder ===
+
+    def encode_inputs(self, lm, inputs):
+        """The encoder output for a `generate_step` input dict."""
+        return self.encode(
+            inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
+        )
+
+    def embed(self, token_ids, table, normalizer):
+        """Scaled embeddings of int `token_ids` from `table`."""
+        return table[token_ids] * normalizer
 
     def encode(self, token_ids, padding_mask):
         """The encoder output `[batch, S, width]` (as `backbone.encode`).
@@ -142,7 +178,8 @@ class TorchDecodeStep(TorchWeights):
 
         token_ids = torch.as_tensor(token_ids).long()
         padding_mask = torch.as_tensor(padding_mask).bool()
-        x = self.encoder_embeddings[token_ids] * self.encoder_normalizer
+        x = self.embed(token_ids, self.encoder_embeddings,
+                       self.encoder_normalizer)
         length = x.shape[1]
         masks = {}
         for weights in self.encoder_blocks:
@@ -173,32 +210,45 @@ class TorchDecodeStep(TorchWeights):
 
         Returns:
             The cache `__call__` takes: `(self_caches, cross_caches,
-            encoder_mask)`, per block `[batch, 2 * kv_heads, length,
-            head_dim]` (keys then values; self-attention zeros), and the
-            key mask `[batch, 1, 1, S]`. Batch-major, so beam search can
-            repeat and gather it.
+            encoder_mask)`, per block what `self_cache` and
+            `cross_key_value` return, and the key mask `[batch, 1, 1, S]`.
+            Batch-major, so beam search can repeat and gather it.
         """
         import torch
 
         encoder_output = torch.as_tensor(encoder_output).to(self.dtype)
-        batch, length = encoder_output.shape[:2]
+        batch = encoder_output.shape[0]
         self_caches, cross_caches = [], []
         for weights in self.blocks:
             attention = weights["self_attention"]
-            shape = (batch, 2 * attention["num_kv_heads"], max_length,
-                     attention["head_dim"])
-            self_caches.append(torch.zeros(shape, dtype=self.dtype))
-            attention = weights["cross_attention"]
-            key_value = (encoder_output @ attention["key_value"]).reshape(
-                batch, length, -1, attention["head_dim"]
-            )
-            cross_caches.append(key_value.transpose(1, 2).contiguous())
+            self_caches.append(self.self_cache(batch, attention, max_length))
+            cross_caches.append(self.cross_key_value(encoder_output, weights))
             self.rotary_tables(attention=weights["self_attention"],
                                length=max_length)
         mask = torch.as_tensor(encoder_padding_mask).bool()
         # A mask that hides nothing changes no probability: skip it.
         self.mask_cross = not bool(mask.all())
         return tuple(self_caches), tuple(cross_caches), mask[:, None, None, :]
+
+    def self_cache(self, batch, attention, max_length):
+        """One block's empty self-attention cache: zeros `[batch, 2 *
+        kv_heads, max_length, head_dim]` (keys then values)."""
+        import torch
+
+        shape = (batch, 2 * attention["num_kv_heads"], max_length,
+                 attention["head_dim"])
+        return torch.zeros(shape, dtype=self.dtype)
+
+    def cross_key_value(self, encoder_output, weights):
+        """One block's cross keys then values `[batch, 2 * kv_heads, S,
+        head_dim]` of `encoder_output`."""
+        attention = weights["cross_attention"]
+        batch, length = encoder_output.shape[:2]
+        key_value = (encoder_output @ attention["key_value"]).reshape(
+            batch, length, -1, attention["head_dim"]
+        )
+        return key_value.transpose(1, 2).contiguous()
+
     # === The step ===
 
     def __call__(self, token_ids, cache, index):
@@ -222,18 +272,25 @@ class TorchDecodeStep(TorchWeights):
         if not self.mask_cross:
             encoder_mask = None
         token_ids = torch.as_tensor(token_ids).long()
-        x = self.embeddings[token_ids] * self.normalizer
+        x = self.embed(token_ids, self.embeddings, self.normalizer)
         for weights, self_cache, cross_cache in zip(
             self.blocks, self_caches, cross_caches
         ):
-            x = self.self_attention_block(x, weights, self_cache, index)
-            x = self.cross_attention_block(x, weights, cross_cache, encoder_mask)
-            x = self.feed_forward_block(x, weights)
+            x = self.decoder_block(
+                x, weights, self_cache, cross_cache, encoder_mask, index
+            )
         x = self.rms_norm(x, self.final_norm)
         logits = torch.nn.functional.linear(x, self.output_kernel)
         if self.final_soft_cap is not None:
             logits = torch.tanh(logits / self.final_soft_cap) * self.final_soft_cap
         return logits, x, cache
+
+    def decoder_block(self, x, weights, self_cache, cross_cache, encoder_mask,
+                      index):
+        """One decoder block: self-attention, cross-attention, MLP."""
+        x = self.self_attention_block(x, weights, self_cache, index)
+        x = self.cross_attention_block(x, weights, cross_cache, encoder_mask)
+        return self.feed_forward_block(x, weights)
 
     def rms_norm(self, x, weights):
         import torch
@@ -290,36 +347,58 @@ class TorchDecodeStep(TorchWeights):
         attention is causal (windowed); without (encoder), `mask` (see
         `attend`) sets visibility over the block's own keys.
         """
-        import torch
-
         attention = weights["self_attention"]
-        num_heads, head_dim = attention["num_heads"], attention["head_dim"]
-        batch, length = x.shape[:2]
-        end = index + length
+        num_heads = attention["num_heads"]
         h = self.rms_norm(x, weights["pre_self"])
-        qkv = (h @ attention["projection"]).reshape(batch, length, -1, head_dim)
-        cos, sin = attention["rotary"]
-        swapped = qkv.roll(head_dim // 2, dims=-1)
-        qkv = torch.addcmul(qkv * cos[index:end], swapped, sin[index:end])
+        qkv = self.rotated_qkv(h, attention, index)
         if self_cache is None:
             key_value = qkv[:, :, num_heads:].transpose(1, 2)
         else:
-            self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
-            window = attention["window"]
-            start = 0
-            if length == 1 and window is not None:
-                start = max(0, index - window + 1)
-            elif length > 1:
-                mask = attention_mask(
-                    length, end, query_offset=index, causal=True,
-                    sliding_window=window,
-                )[0]
-                groups = num_heads // attention["num_kv_heads"]
-                mask = mask.repeat(groups, 1)
-            key_value = self_cache[:, :, start:end]
+            key_value, mask = self.cached_self_keys(
+                qkv, attention, self_cache, index
+            )
         h = self.attend(qkv[:, :, :num_heads], key_value, attention, mask)
         h = self.rms_norm(h @ attention["output"], weights["post_self"])
         return x + h
+
+    def rotated_qkv(self, h, attention, index):
+        """`[q, k, v]` heads `[batch, T, heads, head_dim]` of normed states
+        `h` at positions `index ...`, RoPE applied to queries and keys."""
+        import torch
+
+        batch, length = h.shape[:2]
+        head_dim, end = attention["head_dim"], index + length
+        qkv = (h @ attention["projection"]).reshape(batch, length, -1, head_dim)
+        cos, sin = attention["rotary"]
+        swapped = qkv.roll(head_dim // 2, dims=-1)
+        return torch.addcmul(qkv * cos[index:end], swapped, sin[index:end])
+
+    def cached_self_keys(self, qkv, attention, self_cache, index):
+        """Writes the keys/values of `qkv` into `self_cache` at `index`;
+        returns the visible cache slice and its causal (windowed) mask (see
+        `attend`; None where the slice hides nothing)."""
+        num_heads, length = attention["num_heads"], qkv.shape[1]
+        end = index + length
+        self_cache[:, :, index:end] = qkv[:, :, num_heads:].transpose(1, 2)
+        start, mask = self.causal_window(attention, index, length)
+        return self_cache[:, :, start:end], mask
+
+    def causal_window(self, attention, index, length):
+        """`(start, mask)` of `length` queries from `index` over cached
+        keys `start ... index + length`: one query sees the slice (its
+        window), several get a causal windowed mask (see `attend`)."""
+        window = attention["window"]
+        start, mask = 0, None
+        if length == 1 and window is not None:
+            start = max(0, index - window + 1)
+        elif length > 1:
+            mask = attention_mask(
+                length, index + length, query_offset=index, causal=True,
+                sliding_window=window,
+            )[0]
+            groups = attention["num_heads"] // attention["num_kv_heads"]
+            mask = mask.repeat(groups, 1)
+        return start, mask
 
     def cross_attention_block(self, x, weights, cross_cache, encoder_mask):
         attention = weights["cross_attention"]

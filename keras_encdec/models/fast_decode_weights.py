@@ -88,11 +88,8 @@ class TorchWeights:
         """
         import torch
 
-        scale = attention.query_pre_attn_scalar**-0.5
         cap = attention.logit_soft_cap
-        if cap is not None:
-            scale = scale / cap
-        query = self.kernel(attention.query_dense) * scale
+        query = self.kernel(attention.query_dense) * self.query_scale(attention)
         key = self.kernel(attention.key_dense)
         value = self.kernel(attention.value_dense)
         weights = dict(
@@ -103,6 +100,7 @@ class TorchWeights:
             soft_cap=cap,
             window=attention.sliding_window,
             rope_max_wavelength=attention.rope_max_wavelength,
+            rope_scaling_factor=getattr(attention, "rope_scaling_factor", 1.0),
         )
         d = query.shape[0]
         if not self_attention:
@@ -115,6 +113,14 @@ class TorchWeights:
         projection = torch.cat([query, key, value], dim=1)
         weights["projection"] = projection.reshape(d, -1)
         return weights
+
+    def query_scale(self, attention):
+        """The factor folded into the query kernel: the logit scale, and
+        `1 / soft_cap` with a soft-cap."""
+        scale = attention.query_pre_attn_scalar**-0.5
+        if attention.logit_soft_cap is not None:
+            scale = scale / attention.logit_soft_cap
+        return scale
 
     def block_weights(self, block):
         """Everything one encoder or decoder block reads."""
@@ -155,8 +161,9 @@ class TorchWeights:
             attention["num_heads"], attention["num_kv_heads"],
             attention["head_dim"],
         )
-        key = (attention["rope_max_wavelength"], num_heads, num_kv_heads,
-               head_dim)
+        factor = attention["rope_scaling_factor"]
+        key = (attention["rope_max_wavelength"], factor, num_heads,
+               num_kv_heads, head_dim)
         if key in self.rotary and self.rotary[key][0].shape[0] >= length:
             attention["rotary"] = self.rotary[key]
             return
@@ -165,6 +172,8 @@ class TorchWeights:
             torch.tensor(key[0], dtype=torch.float32), exponents
         )
         positions = torch.arange(length, dtype=torch.int32).to(torch.float32)
+        if factor != 1.0:  # Linear RoPE scaling, as T5Gemma 2's `rotate`.
+            positions = positions / factor
         angles = positions[:, None] * inverse
         angles = torch.cat([angles, angles], dim=-1)[:, None, :]
         sign = torch.ones(head_dim)

@@ -9,6 +9,7 @@ from keras_encdec.models.encdec_seq_2_seq_lm import EncDecSeq2SeqLM
 from keras_encdec.models.t5gemma2.t5gemma2_backbone import T5Gemma2Backbone
 from keras_encdec.models.t5gemma2.t5gemma2_config import PIXEL_VALUES
 from keras_encdec.models.t5gemma2.t5gemma2_config import check_t5gemma2_inputs
+from keras_encdec.models.t5gemma2.t5gemma2_fast_decode import T5Gemma2DecodeStep
 from keras_encdec.models.t5gemma2.t5gemma2_presets import T5GEMMA2_PRESETS
 from keras_encdec.models.t5gemma2.t5gemma2_seq_2_seq_lm_preprocessor import (
     T5Gemma2Seq2SeqLMPreprocessor,
@@ -25,7 +26,9 @@ class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
     optional final soft-cap; `generate()` encodes once, computes every decoder block's cross
     keys/values once (`key_norm(key(enc))`, `value(enc)`) and decodes with a
     static self-attention cache (samplers `"greedy"`, `"top_k"`, `"top_p"`,
-    `"beam"`, ...); `fit` trains with the chunked cross-entropy;
+    `"beam"`, ...; on torch the passes run as plain torch code, see
+    `keras_encdec.models.t5gemma2.t5gemma2_fast_decode`); `fit` trains
+    with the chunked cross-entropy;
     `export_to_transformers` writes a `T5Gemma2ForConditionalGeneration`
     folder. With a vision tower, inputs also take `pixel_values` float32
     `[batch, num_images, H, W, 3]` (normalised, channels last), in calls
@@ -49,6 +52,8 @@ class T5Gemma2Seq2SeqLM(EncDecSeq2SeqLM):
     preprocessor_cls = T5Gemma2Seq2SeqLMPreprocessor
     transformers_converter = transformers_t5gemma2
     backbone_preset_kwargs = ("dtype", "text_only")
+    # On torch, `generate` decodes with this functional step.
+    torch_decode_step_class = T5Gemma2DecodeStep
 
     @classproperty
     def presets(cls):
