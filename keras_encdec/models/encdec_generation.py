@@ -56,6 +56,42 @@ class EncDecGenerationMixin:
             layer_caches.append((self_cache, cross_cache))
         return tuple(layer_caches), encoder_padding_mask
 
+    def prefill(self, token_ids, padding_mask, cache, index):
+        """Fills `cache` with the decoder prompt's keys/values before the
+        sampler's steps, which start at position `index` (the shortest
+        prompt) and recompute every later position.
+
+        A compiled prefill has a static length. With one-token prompts (a
+        start token, the usual seq2seq case) only position 0 is run; longer
+        prompts run every position (`ops.cond` picks at run time).
+
+        Args:
+            token_ids: int tensor `[batch, max_length]`, the prompt.
+            padding_mask: bool tensor `[batch, max_length]`.
+            cache: the structure returned by `build_cache`.
+            index: int tensor, the shortest prompt length.
+
+        Returns:
+            `(hidden_states, cache)`: hidden states `[batch, max_length,
+            width]`, exact at positions before `index`, and the filled cache.
+        """
+        max_length = ops.shape(token_ids)[1]
+
+        def first_position():
+            _, hidden_states, new_cache = self.call_decoder_with_cache(
+                token_ids[:, :1], padding_mask[:, :1], cache, 0
+            )
+            pad = [[0, 0], [0, max_length - 1], [0, 0]]
+            return ops.pad(hidden_states, pad), new_cache
+
+        def every_position():
+            _, hidden_states, new_cache = self.call_decoder_with_cache(
+                token_ids, padding_mask, cache, 0
+            )
+            return hidden_states, new_cache
+
+        return ops.cond(index <= 1, first_position, every_position)
+
     def call_decoder_with_cache(
         self, token_ids, padding_mask, cache, cache_update_index
     ):
@@ -133,8 +169,8 @@ class EncDecGenerationMixin:
             cache = self.build_cache(
                 encoder_output, encoder_padding_mask, max_length
             )
-            _, hidden_states, cache = self.call_decoder_with_cache(
-                decoder_token_ids, decoder_padding_mask, cache, 0
+            hidden_states, cache = self.prefill(
+                decoder_token_ids, decoder_padding_mask, cache, index
             )
 
         def next(prompt, cache, index):

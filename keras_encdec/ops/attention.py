@@ -50,6 +50,7 @@ from keras import ops
 
 from keras_encdec.ops.softmax_parts import MASKED_LOGIT
 from keras_encdec.ops.attention_parts import attend_parts
+from keras_encdec.ops.attention_decode import one_query_attention_parts
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import window_from_options
 from keras_encdec.utils import dispatch
@@ -327,7 +328,9 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     """Reference attention with ONE softmax over several key sets.
 
     Materializes `[T, S1 + S2 + ...]` scores: the logits of every part are
-    concatenated, masked, soft-maxed together and split again.
+    concatenated, masked, soft-maxed together and split again. One query
+    (`T = 1`, a decode step) without dropout runs
+    `attention_decode.one_query_attention_parts` on JAX and TensorFlow.
 
     Args:
         query: tensor. `[batch, T, num_heads, head_dim]`.
@@ -343,6 +346,10 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     """
     for key, _, _ in parts:
         check_heads(query, key)
+    if (query.shape[1] == 1 and probabilities_dropout is None
+            and keras.backend.backend() != "torch"):
+        return one_query_attention_parts(query, parts, scale=scale,
+                                         soft_cap=soft_cap)
     num_heads, head_dim = query.shape[-2], query.shape[-1]
     num_kv_heads = parts[0][0].shape[-2]
     groups = num_heads // num_kv_heads

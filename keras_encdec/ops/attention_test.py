@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_encdec.ops import attention
+from keras_encdec.ops import attention_decode
 from keras_encdec.ops.attention import dot_product_attention
 from keras_encdec.ops.attention_testing import BACKEND
 from keras_encdec.ops.attention_testing import TOLERANCE
@@ -64,3 +66,42 @@ def test_public_xla_impl_matches_dense():
 
     errors = max_errors(case, factory)
     assert max(errors.values()) < TOLERANCE, errors
+
+
+def _numpy_attention_parts(query, parts, scale, soft_cap):
+    """One softmax over every part's keys, in float64 numpy."""
+    batch, length, heads, dim = query.shape
+    kv_heads = parts[0][0].shape[2]
+    keys = np.concatenate([k for k, _, _ in parts], 1).astype("float64")
+    values = np.concatenate([v for _, v, _ in parts], 1).astype("float64")
+    mask = np.concatenate([m for _, _, m in parts], -1)
+    keys = np.repeat(keys, heads // kv_heads, axis=2)
+    values = np.repeat(values, heads // kv_heads, axis=2)
+    logits = np.einsum("bthd,bshd->bhts", query, keys) * scale
+    logits = np.tanh(logits / soft_cap) * soft_cap
+    logits = np.where(mask[:, None], logits, -1e30)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhts,bshd->bthd", probs, values)
+
+
+def test_one_query_attention_equals_one_softmax_over_all_parts():
+    # A decode step's form: 2 key sets (e.g. self cache + encoder), grouped
+    # heads, soft-cap, padding; row 1 sees no key (mean of all values).
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(2, 1, 4, 8)).astype("float32")
+    parts = []
+    for length in (7, 5):
+        key, value = rng.normal(size=(2, 2, length, 2, 8)).astype("float32")
+        mask = np.ones((2, 1, length), bool)
+        mask[0, 0, -2:] = False
+        mask[1] = False
+        parts.append((key, value, mask))
+    got = attention_decode.one_query_attention_parts(
+        query, parts, scale=0.4, soft_cap=3.0)
+    want = _numpy_attention_parts(query, parts, 0.4, 3.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), want, atol=1e-5)
+    # Through the dense impl (which takes this path on JAX/TensorFlow).
+    dense = attention.dense_attention_parts(query, parts, scale=0.4,
+                                            soft_cap=3.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(dense), want, atol=1e-5)

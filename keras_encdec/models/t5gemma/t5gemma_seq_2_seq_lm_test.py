@@ -40,12 +40,15 @@ def _prompt(batch, length):
 
 
 def _uncached_greedy(lm, batch):
-    """Reference decoding: the full model re-run at every step, no cache."""
+    """Reference decoding: the full model re-run at every step, no cache;
+    prompt tokens (mask true) are kept."""
     inputs = {k: np.array(v) for k, v in batch.items()}
     ids, mask = inputs["decoder_token_ids"], inputs["decoder_padding_mask"]
+    prompt = mask.astype(bool)
     for step in range(1, ids.shape[1]):
         logits = ops.convert_to_numpy(lm(inputs))
-        ids[:, step] = np.argmax(logits[:, step - 1], axis=-1)
+        ids[:, step] = np.where(prompt[:, step], ids[:, step],
+                                np.argmax(logits[:, step - 1], axis=-1))
         mask[:, step] = 1
     return ids
 
@@ -53,6 +56,23 @@ def _uncached_greedy(lm, batch):
 def test_cached_greedy_equals_uncached_decoding():
     lm = _lm()
     batch = _prompt(2, 9)  # 8 new tokens, past the sliding window of 3.
+    out = lm.generate(batch, stop_token_ids=None)
+    np.testing.assert_array_equal(
+        out["decoder_token_ids"], _uncached_greedy(lm, batch)
+    )
+
+
+@pytest.mark.parametrize("lengths", [(3, 4), (1, 3)])
+def test_cached_greedy_after_longer_prompts_equals_uncached(lengths):
+    # (3, 4): the prefill runs every position (shortest prompt > 1);
+    # (1, 3): it runs position 0 only and the steps go through row 1's
+    # prompt.
+    lm = _lm()
+    batch = _prompt(2, 9)
+    for row, length in enumerate(lengths):
+        prompt = [5 + row, 9, 11][: length - 1]
+        batch["decoder_token_ids"][row, 1:length] = prompt
+        batch["decoder_padding_mask"][row, :length] = 1
     out = lm.generate(batch, stop_token_ids=None)
     np.testing.assert_array_equal(
         out["decoder_token_ids"], _uncached_greedy(lm, batch)
