@@ -8,8 +8,8 @@ pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "torch", reason="Keras' torch Adam only"
 )
 
-# 1-D, matrix (with a remainder slice at CHUNK=7) and an empty-gradient
-# shape; sizes 5, 24, 31.
+# Sizes 5, 24 and 31: with CHUNK=7, one short slice, whole slices plus a
+# remainder, and several slices.
 SHAPES = [(5,), (4, 6), (31,)]
 
 
