@@ -5,10 +5,10 @@ updates every variable with `torch._foreach_*` calls. On CPU these are one
 ordinary kernel per tensor, and five of them return new tensors the size of
 the whole model (`g * g`, `sqrt(v)`, `+ eps`, `m * alpha`, the quotient):
 fresh pages on every step, each written to and read back from memory.
-`fast_adam_update` runs the same kernels, in the same order, with the same scalars, on slices
-of at most `CHUNK` elements and two reused scratch slices, so the variables,
-moments and `iterations` are bit for bit those of Keras' update, and the
-temporaries stay in the CPU cache.
+`fast_adam_update` runs the same kernels, in the same order, with the same
+scalars, on slices of at most `CHUNK` elements and two reused scratch
+slices, so the variables, moments and `iterations` are bit for bit those of
+Keras' update, and the temporaries stay in the CPU cache.
 
 `use_fast_adam_update(optimizer)` binds it to a Keras torch `Adam` (or the
 inner optimizer of a `LossScaleOptimizer`); the seq2seq tasks' `compile`
