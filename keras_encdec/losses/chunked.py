@@ -9,8 +9,8 @@ column chunks of the output embedding:
   `LSE[N]` is kept for the backward.
 - backward (custom gradient): recompute each chunk's logits,
   `d = softmax - onehot`, optional gradient filtering, soft-cap derivative
-  `1 - tanh(x / c)^2`, cast `d` to the matmul dtype, then
-  `dE += d @ C_chunk` (fp32 accumulator `[N, D]`) and emit
+  `1 - tanh(x / c)^2` (the recomputed `tanh`), cast `d` to the matmul dtype,
+  then `dE += d @ C_chunk` (fp32 accumulator `[N, D]`) and emit
   `dC_chunk = d^T @ E` as a scan output (no `[V, D]` fp32 accumulator).
 
 Why chunk over the vocabulary rather than over tokens: the vocabulary size
@@ -151,21 +151,24 @@ def chunked_token_losses(
     labels = ops.where(valid, ops.cast(labels, "int32"), -1)  # [N]
 
     def chunk_logits(hidden_, embedding_, start, first):
-        """Returns (w [C, D], raw fp32 [N, C], capped [N, C], cols [C])."""
-        w, raw, capped = chunk_matmul(
-            hidden_, embedding_, start, chunk, logit_soft_cap
-        )
+        """Returns (w [C, D], capped fp32 [N, C], tanh [N, C] or None,
+        cols [C]); `capped = c * tanh` as `soft_cap` computes it."""
+        w, raw, _ = chunk_matmul(hidden_, embedding_, start, chunk)
+        tanh, capped = None, raw
+        if logit_soft_cap is not None:
+            tanh = ops.tanh(raw / logit_soft_cap)
+            capped = tanh * logit_soft_cap
         cols = start + ops.arange(chunk, dtype="int32")  # [C]
         if has_overlap:
             # -2 never equals a label (ignored labels are -1).
             cols = ops.where(cols >= first, cols, -2)
-        return w, raw, capped, cols
+        return w, capped, tanh, cols
 
     @ops.custom_gradient
     def token_losses(hidden_, embedding_, labels_):
         def forward_chunk(carry, xs):
             start, first = xs
-            _, _, z, cols = chunk_logits(hidden_, embedding_, start, first)
+            _, z, _, cols = chunk_logits(hidden_, embedding_, start, first)
             onehot = ops.equal(labels_[:, None], cols[None, :])  # [N, C]
             target = ops.sum(ops.where(onehot, z, 0.0), axis=-1)  # [N]
             if has_overlap:
@@ -190,7 +193,7 @@ def chunked_token_losses(
 
             def backward_chunk(d_hidden, xs):
                 start, first = xs
-                w, raw, z, cols = chunk_logits(
+                w, z, tanh, cols = chunk_logits(
                     hidden_, embedding_, start, first
                 )
                 onehot = ops.equal(labels_[:, None], cols[None, :])
@@ -202,7 +205,7 @@ def chunked_token_losses(
                     d = ops.where(ops.abs(d) < filter_eps, 0.0, d)
                 d = d * scale[:, None]
                 if logit_soft_cap is not None:
-                    d = d * (1.0 - ops.square(ops.tanh(raw / logit_soft_cap)))
+                    d = d * (1.0 - ops.square(tanh))
                 d = ops.cast(d, hidden_.dtype)  # matmul dtype
                 d_hidden = d_hidden + ops.cast(ops.matmul(d, w), "float32")
                 d_w = ops.matmul(ops.transpose(d), hidden_)  # [C, D]

@@ -23,6 +23,7 @@ from keras_encdec.models.encdec_inputs import has_segment_ids
 from keras_encdec.models.encdec_generation import EncDecGenerationMixin
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.task_guards import TaskGuardsMixin
+from keras_encdec.models.torch_adam import use_fast_adam_update
 from keras_encdec.objectives import training as training_objective
 from keras_encdec.utils.validation import check_known_kwargs
 
@@ -204,6 +205,10 @@ class EncDecSeq2SeqLM(
         materialized logits instead, as keras-hub does; `"auto"` metrics
         are then token accuracy.
 
+        On torch, a Keras `Adam` (including `"auto"`) updates CPU variables
+        through `keras_encdec.models.torch_adam.fast_adam_update`: Keras'
+        own update, bit for bit, in place in cache-sized slices.
+
         Args:
             optimizer: `"auto"` (Adam, 2e-5) or a Keras optimizer.
             objective: a `keras_encdec.objectives.TrainingObjective` or None.
@@ -240,6 +245,7 @@ class EncDecSeq2SeqLM(
             sampler=sampler,
             **kwargs,
         )
+        use_fast_adam_update(self.optimizer)
 
     @property
     def objective(self):

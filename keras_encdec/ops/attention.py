@@ -354,20 +354,31 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     num_kv_heads = parts[0][0].shape[-2]
     groups = num_heads // num_kv_heads
     batch, query_length = ops.shape(query)[0], ops.shape(query)[1]
+    # float32/64: the scale (and 1 / soft_cap) multiply the small query, not
+    # the `[T, S]` logits (rounding-level change, one pass fewer each way).
+    # Half precision keeps the fp32 logit scaling.
+    fold = keras.backend.standardize_dtype(query.dtype) in (
+        "float32", "float64")
+    if fold:
+        query = query * (scale if soft_cap is None else scale / soft_cap)
     query = ops.reshape(
         query, (batch, query_length, num_kv_heads, groups, head_dim)
     )
     logits, lengths = [], []
     for key, _, mask in parts:
-        part = ops.einsum("btkgh,bskh->bkgts", query, key)
-        part = ops.cast(part, "float32") * scale
+        # `bktgs` is the order the batched matmul emits (no transpose copy).
+        part = ops.cast(ops.einsum("btkgh,bskh->bktgs", query, key), "float32")
+        if not fold:
+            part = part * scale
+            if soft_cap is not None:
+                part = part / soft_cap
         if soft_cap is not None:
-            part = ops.tanh(part / soft_cap) * soft_cap
-        logits.append(ops.where(mask[:, None, None, :, :], part,
+            part = ops.tanh(part) * soft_cap
+        logits.append(ops.where(mask[:, None, :, None, :], part,
                                 MASKED_LOGIT))
         lengths.append(ops.shape(key)[1])
     logits = logits[0] if len(parts) == 1 else ops.concatenate(logits, -1)
-    probabilities = ops.softmax(logits, axis=-1)  # [B, K, G, T, sum S_i]
+    probabilities = ops.softmax(logits, axis=-1)  # [B, K, T, G, sum S_i]
     probabilities = ops.cast(probabilities, parts[0][1].dtype)
     if probabilities_dropout is not None:
         probabilities = probabilities_dropout(probabilities)
@@ -375,5 +386,5 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     for (_, value, _), length in zip(parts, lengths):
         weights = probabilities[..., start:start + length]
         start = start + length
-        output = output + ops.einsum("bkgts,bskh->btkgh", weights, value)
+        output = output + ops.einsum("bktgs,bskh->btkgh", weights, value)
     return ops.reshape(output, (batch, query_length, num_heads, head_dim))

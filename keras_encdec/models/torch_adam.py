@@ -1,0 +1,148 @@
+"""Keras `Adam` on torch CPU: the same update, in place, in cache-sized chunks.
+
+Keras' torch `Adam` (`keras/src/backend/torch/optimizers/torch_adam.py`)
+updates every variable with `torch._foreach_*` calls. On CPU these are one
+ordinary kernel per tensor, and five of them return new tensors the size of
+the whole model (`g * g`, `sqrt(v)`, `+ eps`, `m * alpha`, the quotient):
+fresh pages on every step, each written to and read back from memory.
+`fast_adam_update` runs the same kernels, in the same order, with the same
+scalars, on slices of at most `CHUNK` elements and two reused scratch
+slices, so the variables, moments and `iterations` are bit for bit those of
+Keras' update, and the temporaries stay in the CPU cache.
+
+`use_fast_adam_update(optimizer)` binds it to a Keras torch `Adam` (or the
+inner optimizer of a `LossScaleOptimizer`); the seq2seq tasks' `compile`
+calls it. Variables on an accelerator keep Keras' `_foreach` update (fused
+multi-tensor kernels there); every other part of `optimizer.apply`
+(clipping, weight decay, EMA, gradient accumulation, the step counter) is
+Keras' own.
+"""
+
+import types
+
+import keras
+from keras import ops
+
+# Elements per slice: two float32 scratch slices of 256 KiB stay in L2.
+CHUNK = 1 << 16
+
+
+def fast_adam_update(optimizer, grads, variables, learning_rate):
+    """Keras torch `Adam._parallel_update_step`, chunked, in place on CPU.
+
+    Args:
+        optimizer: the Keras torch `Adam` whose slots are updated.
+        grads: list of torch tensors, one per variable.
+        variables: list of Keras variables.
+        learning_rate: the current learning rate (tensor or float).
+    """
+    import torch
+
+    if any(v.value.device.type != "cpu" for v in variables):
+        return type(optimizer)._parallel_update_step(
+            optimizer, grads, variables, learning_rate
+        )
+    # The scalars exactly as Keras computes them.
+    dtype = variables[0].value.dtype
+    lr = ops.cast(learning_rate, dtype)
+    local_step = ops.cast(optimizer.iterations + 1, dtype)
+    beta_1_power = ops.power(ops.cast(optimizer.beta_1, dtype), local_step)
+    beta_2_power = ops.power(ops.cast(optimizer.beta_2, dtype), local_step)
+    alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+    scratch = {}
+    for variable, grad in zip(variables, grads):
+        index = optimizer._get_variable_index(variable)
+        slots = [
+            variable.value,
+            optimizer._momentums[index].value,
+            optimizer._velocities[index].value,
+        ]
+        if optimizer.amsgrad:
+            slots.append(optimizer._velocity_hats[index].value)
+        if not all(
+            s.is_contiguous() and s.dtype == grad.dtype for s in slots
+        ):
+            _update(optimizer, alpha, grad, *slots)  # whole-tensor temporaries
+            continue
+        if grad.dtype not in scratch:
+            scratch[grad.dtype] = [
+                torch.empty(CHUNK, dtype=grad.dtype) for _ in range(2)
+            ]
+        flat = [s.view(-1) for s in slots]
+        flat_grad = grad.reshape(-1)
+        size = flat_grad.numel()
+        for start in range(0, size, CHUNK):
+            stop = min(size, start + CHUNK)
+            buf, buf2 = [b[: stop - start] for b in scratch[grad.dtype]]
+            _update(
+                optimizer,
+                alpha,
+                flat_grad[start:stop],
+                *[s[start:stop] for s in flat],
+                buf=buf,
+                buf2=buf2,
+            )
+
+
+def _update(optimizer, alpha, g, var, m, v, v_hat=None, buf=None,
+            buf2=None):
+    """Keras' Adam kernels on one slice (`buf`/`buf2`: scratch of its size,
+    None for fresh temporaries)."""
+    import torch
+
+    beta_1, beta_2 = optimizer.beta_1, optimizer.beta_2
+    m.mul_(beta_1)
+    m.add_(g, alpha=1 - beta_1)
+    v.mul_(beta_2)
+    buf = torch.mul(g, g) if buf is None else torch.mul(g, g, out=buf)
+    v.add_(buf, alpha=1 - beta_2)
+    if v_hat is not None:
+        torch.maximum(v_hat, v, out=v_hat)
+        v = v_hat
+    torch.sqrt(v, out=buf)
+    buf.add_(optimizer.epsilon)
+    if buf2 is None:
+        buf2 = torch.mul(m, alpha)
+    else:
+        torch.mul(m, alpha, out=buf2)
+    buf2.div_(buf)
+    var.add_(buf2, alpha=-1)
+
+
+def _torch_adam_class():
+    from keras.src.backend.torch.optimizers import torch_adam
+
+    return torch_adam.Adam
+
+
+def use_fast_adam_update(optimizer):
+    """Binds `fast_adam_update` to a Keras torch `Adam`, if `optimizer` is one.
+
+    Only an optimizer whose update step is Keras' own torch `Adam` step is
+    changed (a subclass that overrides it is left alone); a
+    `LossScaleOptimizer` gets it on its inner optimizer. Idempotent.
+
+    Args:
+        optimizer: a Keras optimizer (any backend) or None.
+
+    Returns:
+        bool. Whether the optimizer (now) uses `fast_adam_update`.
+
+    Examples:
+
+    >>> import keras
+    >>> adam = keras.optimizers.Adam(1e-3)
+    >>> use_fast_adam_update(adam) == (keras.backend.backend() == "torch")
+    True
+    """
+    if optimizer is None or keras.backend.backend() != "torch":
+        return False
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    adam = _torch_adam_class()
+    step = getattr(type(optimizer), "_parallel_update_step", None)
+    if step is not adam._parallel_update_step:
+        return False
+    optimizer._parallel_update_step = types.MethodType(
+        fast_adam_update, optimizer
+    )
+    return True
