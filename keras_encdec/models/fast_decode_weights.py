@@ -1,7 +1,7 @@
 """Weights of the functional torch encoder-decoder, read once per call.
 
 `TorchWeights` reads a T5Gemma LM's weights into plain torch tensors in the
-forms `keras_encdec.models.fast_decode.TorchDecodeStep` runs on: one
+forms `keras_encdec.models.fast_decode_step.TorchDecodeStep` runs on: one
 `[q, k, v]` projection with the logit scale folded into the query, fused
 gate/up and cross key/value kernels, `(1 + scale, epsilon)` norms, and
 RoPE tables over the fused projection's heads.

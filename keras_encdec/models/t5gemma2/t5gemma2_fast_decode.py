@@ -22,7 +22,7 @@ through the Keras layers (`lm.encode_prompt`): vision tokens are merged
 there; the decoder steps, which dominate generation, run here either way.
 """
 
-from keras_encdec.models.fast_decode import TorchDecodeStep
+from keras_encdec.models.fast_decode_step import TorchDecodeStep
 from keras_encdec.models.fast_decode_weights import _value
 from keras_encdec.models.t5gemma2.t5gemma2_config import PIXEL_VALUES
 from keras_encdec.ops import t5gemma2_encoder_window
