@@ -39,9 +39,9 @@ def log_softmax(logits):
 def reference_loss(student, teacher, x, y, w, ce_weight, temperature):
     """float64 numpy loss from the models' own dense logits."""
     model_x = {k: v for k, v in x.items() if not k.startswith("teacher_")}
-    student_logits = np.asarray(ops.convert_to_numpy(student(model_x)),
-                                "float64")  # [B, D, V]
-    teacher_logits = np.asarray(ops.convert_to_numpy(teacher({
+    student_logits = np.asarray(ops.convert_to_numpy(
+        student.predict_on_batch(model_x)), "float64")  # [B, D, V]
+    teacher_logits = np.asarray(ops.convert_to_numpy(teacher.predict_on_batch({
         "token_ids": x["teacher_token_ids"],
         "padding_mask": x["teacher_padding_mask"]})), "float64")  # [B, L, V]
     length = teacher_logits.shape[1]
@@ -90,12 +90,14 @@ def test_left_padding_keeps_teacher_outputs(pair):
     teacher, _ = pair
     x, _, _ = kd_batch(seed=2)
     ids, mask = x["teacher_token_ids"], x["teacher_padding_mask"]
-    padded = ops.convert_to_numpy(teacher.backbone(
+    # predict_on_batch: one compiled graph per length (eager jax would
+    # compile every op for each row's length).
+    padded = ops.convert_to_numpy(teacher.backbone.predict_on_batch(
         {"token_ids": ids, "padding_mask": mask}))
     worst = 0.0
     for row in range(len(ids)):
         real = np.flatnonzero(mask[row])
-        alone = ops.convert_to_numpy(teacher.backbone({
+        alone = ops.convert_to_numpy(teacher.backbone.predict_on_batch({
             "token_ids": ids[row:row + 1, real],
             "padding_mask": np.ones((1, len(real)), bool)}))
         worst = max(worst, float(np.abs(padded[row, real] - alone[0]).max()))

@@ -111,10 +111,13 @@ def test_cached_generate_equals_uncached_greedy():
     )
     tokens = prompt.copy()
     for step in range(1, 9):  # Uncached: rerun the whole prefix each step.
+        # One input shape for every step (eager jax compiles per shape): the
+        # decoder is causal, so the positions after `step - 1` (zeros here)
+        # cannot change its logits.
         logits = ops.convert_to_numpy(lm(dict(
-            batch, decoder_token_ids=tokens[:, :step],
-            decoder_padding_mask=np.ones((2, step), "int32"))))
-        tokens[:, step] = logits[:, -1].argmax(-1)
+            batch, decoder_token_ids=tokens,
+            decoder_padding_mask=np.ones_like(tokens))))
+        tokens[:, step] = logits[:, step - 1].argmax(-1)
     np.testing.assert_array_equal(out, tokens)
 
 
