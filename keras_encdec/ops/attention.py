@@ -323,6 +323,23 @@ def check_heads(query, key):
         )
 
 
+def _concatenate_keys(query, key):
+    """Whether copying keys and values costs less than probability slices."""
+    length = query.shape[1]
+    return isinstance(length, int) and (
+        length * query.shape[-2] >= 2 * key.shape[-2] * key.shape[-1]
+    )
+
+
+def _concatenated(parts, batch):
+    """One `(key, value, mask)` holding every part's keys in order."""
+    masks = [ops.broadcast_to(m, (batch,) + tuple(ops.shape(m)[1:]))
+             for _, _, m in parts]
+    return (ops.concatenate([k for k, _, _ in parts], axis=1),
+            ops.concatenate([v for _, v, _ in parts], axis=1),
+            ops.concatenate(masks, axis=-1))
+
+
 def dense_attention_parts(query, parts, *, scale, soft_cap=None,
                           probabilities_dropout=None):
     """Reference attention with ONE softmax over several key sets.
@@ -331,6 +348,10 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     concatenated, masked, soft-maxed together and split again. One query
     (`T = 1`, a decode step) without dropout runs
     `attention_decode.one_query_attention_parts` on JAX and TensorFlow.
+    When the probabilities are larger than the keys and values (`T *
+    num_heads >= 2 * num_kv_heads * head_dim`, e.g. training), the key sets
+    are concatenated first instead (as transformers does): one score
+    matrix, no copy of each probability slice.
 
     Args:
         query: tensor. `[batch, T, num_heads, head_dim]`.
@@ -350,6 +371,8 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
             and keras.backend.backend() != "torch"):
         return one_query_attention_parts(query, parts, scale=scale,
                                          soft_cap=soft_cap)
+    if len(parts) > 1 and _concatenate_keys(query, parts[0][0]):
+        parts = [_concatenated(parts, ops.shape(query)[0])]
     num_heads, head_dim = query.shape[-2], query.shape[-1]
     num_kv_heads = parts[0][0].shape[-2]
     groups = num_heads // num_kv_heads
