@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 BACKENDS := jax torch tensorflow
-# Two workers: the suite is dominated by single-threaded XLA/graph
+# Two workers (work-stealing): the suite is dominated by single-threaded XLA/graph
 # compilation, so both cores stay busy. Override with PYTEST_ARGS=.
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: venv demo notebooks test $(addprefix test-,$(BACKENDS)) clean
 

@@ -177,7 +177,8 @@ SHARDED = textwrap.dedent(
     """
     import json, os
     os.environ["KERAS_BACKEND"] = "jax"
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8")
     import keras, numpy as np
     from keras_encdec.adapt import adapt_decoder_only
     from keras_encdec.models import T5Gemma2Backbone

@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, os
     os.environ["KERAS_BACKEND"] = "jax"
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8")
     import jax, keras, numpy as np
     from keras_encdec.models import T5GemmaBackbone, T5GemmaSeq2SeqLM
     from keras_encdec.testing import random_batch

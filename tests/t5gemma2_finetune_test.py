@@ -34,7 +34,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     os.environ["KERAS_BACKEND"] = "jax"
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8")
     import keras, numpy as np
     from keras_encdec.models import T5Gemma2Backbone, T5Gemma2Seq2SeqLM
     from keras_encdec.testing import random_batch

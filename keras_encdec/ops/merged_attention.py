@@ -27,6 +27,7 @@ into the one softmax, with exact gradients.
 from keras import ops
 
 from keras_encdec.ops import attention
+from keras_encdec.ops.attention_dense import check_heads
 from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.mask_rule import KeyWindow
 from keras_encdec.ops.mask_rule import MaskRule
@@ -204,7 +205,7 @@ def merged_dot_product_attention(
                 f"key.shape={tuple(key.shape)}."
             )
     impl = attention.resolve_impl(impl, query, key, cross_key=cross_key)
-    attention.check_heads(query, key)
+    check_heads(query, key)
     self_rule, cross_rule = merged_rules(
         causal=causal, sliding_window=sliding_window,
         key_padding_mask=key_padding_mask,
