@@ -31,20 +31,10 @@ def train_sentencepiece(
     buffer = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(list(text) * 20),
-        model_writer=buffer,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
-        hard_vocab_limit=False,
-        minloglevel=2,
-        **options,
+        model_writer=buffer, vocab_size=vocab_size, model_type=model_type,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        hard_vocab_limit=False, minloglevel=2, **options,
     )
     return buffer.getvalue()
 
@@ -347,23 +337,30 @@ def seq2seq_inputs(ids, mask, encoder_length=7):
 # Unbalanced widths, GQA 4:1 in the decoder, windows of 3 (shorter than the
 # test sequences) and the default soft-caps: the generation tests' model.
 UNBALANCED_GQA_CONFIG = dict(
-    vocabulary_size=64,
-    encoder_hidden_dim=32,
-    encoder_intermediate_dim=48,
-    encoder_num_layers=2,
-    encoder_num_heads=4,
-    encoder_num_kv_heads=2,
-    encoder_head_dim=8,
-    decoder_hidden_dim=24,
-    decoder_intermediate_dim=40,
-    decoder_num_layers=2,
-    decoder_num_heads=4,
-    decoder_num_kv_heads=1,
-    decoder_head_dim=6,
-    encoder_sliding_window=3,
-    decoder_sliding_window=3,
+    vocabulary_size=64, encoder_hidden_dim=32, encoder_intermediate_dim=48,
+    encoder_num_layers=2, encoder_num_heads=4, encoder_num_kv_heads=2,
+    encoder_head_dim=8, decoder_hidden_dim=24, decoder_intermediate_dim=40,
+    decoder_num_layers=2, decoder_num_heads=4, decoder_num_kv_heads=1,
+    decoder_head_dim=6, encoder_sliding_window=3, decoder_sliding_window=3,
     initializer_range=0.3,
 )
+
+
+def tiny_t5gemma2_kwargs(**overrides):
+    """`T5Gemma2Backbone` arguments of the T5Gemma 2 tests: width 16, GQA 2:1
+    (encoder) and 4:2 (decoder, 3 blocks), windows 3 and 2 (shorter than
+    the test sequences), RoPE scaling 2, a final soft-cap, EOI 61, image
+    token 62, 4 tokens per image; `overrides` replace any of them."""
+    config = dict(
+        vocabulary_size=64, hidden_dim=16, encoder_intermediate_dim=32,
+        encoder_num_layers=2, encoder_num_heads=2, encoder_num_kv_heads=1,
+        encoder_head_dim=8, decoder_intermediate_dim=24, decoder_num_layers=3,
+        decoder_num_heads=4, decoder_num_kv_heads=2, decoder_head_dim=4,
+        encoder_sliding_window=3, decoder_sliding_window=2,
+        eoi_token_index=61, image_token_index=62, rope_scaling_factor=2.0,
+        final_logit_soft_cap=5.0, mm_tokens_per_image=4,
+    )
+    return {**config, **overrides}
 
 
 def tiny_gemma3_teacher(vocabulary_size=64, dtype=None, **overrides):

@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 from keras_hub.samplers import BeamSampler
 
+from keras_encdec import testing
 from keras_encdec.models import T5Gemma2Backbone
 from keras_encdec.models import T5Gemma2Seq2SeqLM
 from keras_encdec.models import fast_decode
@@ -24,20 +25,12 @@ def _lm(**overrides):
     # GQA 2:1 and 4:2, windows 3 (encoder) and 2 (decoder) shorter than
     # the sequences, sliding and full blocks, RoPE scaling 2 on full blocks,
     # a final soft-cap, random norms and EOI row.
-    config = dict(
-        vocabulary_size=64, hidden_dim=16,
-        encoder_intermediate_dim=32, encoder_num_layers=2,
-        encoder_num_heads=2, encoder_num_kv_heads=1, encoder_head_dim=8,
-        decoder_intermediate_dim=24, decoder_num_layers=3,
-        decoder_num_heads=4, decoder_num_kv_heads=2, decoder_head_dim=4,
-        encoder_layer_types=["sliding_attention", "full_attention"],
-        decoder_layer_types=["sliding_attention", "full_attention",
-                             "sliding_attention"],
-        encoder_sliding_window=3, decoder_sliding_window=2,
-        eoi_token_index=EOI, image_token_index=IMAGE, rope_scaling_factor=2.0,
-        final_logit_soft_cap=5.0, mm_tokens_per_image=4,
-    )
-    config.update(overrides)
+    config = testing.tiny_t5gemma2_kwargs(**{
+        "encoder_layer_types": ["sliding_attention", "full_attention"],
+        "decoder_layer_types": ["sliding_attention", "full_attention",
+                                "sliding_attention"],
+        "eoi_token_index": EOI, "image_token_index": IMAGE, **overrides,
+    })
     lm = T5Gemma2Seq2SeqLM(T5Gemma2Backbone(**config))
     rng = np.random.default_rng(0)
     for weight in lm.backbone.weights:

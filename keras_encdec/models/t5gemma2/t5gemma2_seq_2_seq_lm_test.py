@@ -25,18 +25,7 @@ jax_only = pytest.mark.skipif(
 
 
 def _config(**overrides):
-    config = dict(
-        vocabulary_size=64, hidden_dim=16,
-        encoder_intermediate_dim=32, encoder_num_layers=2,
-        encoder_num_heads=2, encoder_num_kv_heads=1, encoder_head_dim=8,
-        decoder_intermediate_dim=24, decoder_num_layers=3,
-        decoder_num_heads=4, decoder_num_kv_heads=2, decoder_head_dim=4,
-        encoder_sliding_window=3, decoder_sliding_window=2,
-        eoi_token_index=61, image_token_index=62, rope_scaling_factor=2.0,
-        final_logit_soft_cap=5.0, mm_tokens_per_image=4,
-    )
-    config.update(overrides)
-    return config
+    return testing.tiny_t5gemma2_kwargs(**overrides)
 
 
 def _randomize(model, seed=0):
