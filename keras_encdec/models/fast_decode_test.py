@@ -12,6 +12,7 @@ from keras_encdec.models import T5GemmaBackbone
 from keras_encdec.models import T5GemmaSeq2SeqLM
 from keras_encdec.models import fast_decode
 from keras_encdec.models import fast_decode_greedy
+from keras_encdec.models.fast_decode_testing import max_abs_step_vs_layers
 from keras_encdec.testing import UNBALANCED_GQA_CONFIG
 
 pytestmark = pytest.mark.skipif(
@@ -76,24 +77,8 @@ def test_step_logits_equal_the_layer_path(overrides):
         atol=1e-5,
     )
     fast_cache = step.start(fast_encoder_output, encoder_mask, length)
-    worst = 0.0
-
-    def compare(fast, expected):
-        difference = np.abs(
-            ops.convert_to_numpy(fast) - ops.convert_to_numpy(expected)
-        )
-        return max(worst, float(difference.max()))
-
     # A 4-token prefill (causal, window 3), then one-token steps.
-    prefill = ops.ones((2, 4), "bool")
-    expected, _, cache = lm.call_decoder_with_cache(ids[:, :4], prefill, cache, 0)
-    logits, _, fast_cache = step(ids[:, :4], fast_cache, 0)
-    worst = compare(logits, expected)
-    for index in range(4, length):
-        token = ids[:, index : index + 1]
-        expected, _, cache = lm.call_decoder_with_cache(token, None, cache, index)
-        logits, _, fast_cache = step(token, fast_cache, index)
-        worst = compare(logits, expected)
+    worst, _ = max_abs_step_vs_layers(lm, step, ids, cache, fast_cache)
     assert worst < 1e-5, worst
 
 

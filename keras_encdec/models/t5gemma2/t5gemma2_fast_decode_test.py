@@ -10,6 +10,7 @@ from keras_encdec import testing
 from keras_encdec.models import T5Gemma2Backbone
 from keras_encdec.models import T5Gemma2Seq2SeqLM
 from keras_encdec.models import fast_decode
+from keras_encdec.models.fast_decode_testing import max_abs_step_vs_layers
 from keras_encdec.models.t5gemma2.t5gemma2_fast_decode import T5Gemma2DecodeStep
 
 pytestmark = pytest.mark.skipif(
@@ -96,15 +97,7 @@ def test_step_logits_equal_the_layer_path():
 
     # A 4-token prefill (causal, window 2), then one-token steps past both
     # windows.
-    prefill = ops.ones((2, 4), "bool")
-    expected, _, cache = lm.call_decoder_with_cache(ids[:, :4], prefill, cache, 0)
-    logits, _, fast_cache = step(ids[:, :4], fast_cache, 0)
-    worst = _max_abs(logits, expected)
-    for index in range(4, length):
-        token = ids[:, index : index + 1]
-        expected, _, cache = lm.call_decoder_with_cache(token, None, cache, index)
-        logits, _, fast_cache = step(token, fast_cache, index)
-        worst = max(worst, _max_abs(logits, expected))
+    worst, expected = max_abs_step_vs_layers(lm, step, ids, cache, fast_cache)
     assert worst < 1e-5, worst
     assert float(np.std(ops.convert_to_numpy(expected))) > 0.1  # Not flat.
 
