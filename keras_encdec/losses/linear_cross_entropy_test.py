@@ -12,8 +12,10 @@ import pytest
 
 from keras_encdec.losses import REDUCTIONS
 from keras_encdec.losses import linear_cross_entropy
+from keras_encdec.losses import token_chunked
 from keras_encdec.losses.ce_testing import BACKEND
 from keras_encdec.losses.ce_testing import D
+from keras_encdec.losses.ce_testing import N
 from keras_encdec.losses.ce_testing import TinyLM
 from keras_encdec.losses.ce_testing import V
 from keras_encdec.losses.ce_testing import assert_close
@@ -33,6 +35,48 @@ from keras_encdec.losses.ce_testing import reference
 def test_matches_float64_reference(impl, cap, reduction):
     check_against_reference(impl, cap=cap, reduction=reduction,
                             chunk_size=300 if impl == "xla" else None)
+
+
+@pytest.mark.parametrize(
+    "cap, reduction, weighted, rows",
+    [
+        (None, "mean", False, 10),  # 257 = 25 * 10 + 7: padded
+        (30.0, "mean", True, 64),
+        (4.0, "sum", True, 257),  # one chunk
+        (None, "sum", False, 1),
+    ],
+)
+def test_token_chunks_with_fused_gradient_match_reference(
+    monkeypatch, cap, reduction, weighted, rows
+):
+    """`impl="xla"` with a reduction and no `chunk_size` walks token chunks
+    and builds the gradient in the forward (token_chunked.py)."""
+    monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_ELEMENTS", rows * V)
+    monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_MIN", 1)
+    assert token_chunked.resolve_token_chunk(N, V) == rows
+    calls = []
+    fused = token_chunked.reduced_ce_grad_in_forward
+    monkeypatch.setattr(token_chunked, "reduced_ce_grad_in_forward",
+                        lambda *a, **k: calls.append(1) or fused(*a, **k))
+    check_against_reference("xla", cap=cap, reduction=reduction,
+                            weighted=weighted)
+    assert calls
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch's no_grad mode")
+def test_fused_gradient_is_skipped_without_autograd(monkeypatch):
+    """Under `torch.no_grad()` (evaluate) the vocabulary walk runs: the
+    gradient built in the forward would be wasted work."""
+    import torch
+
+    hidden, embedding, labels, _ = make_problem()
+    with_grad = linear_cross_entropy(hidden, embedding, labels, impl="xla")
+    monkeypatch.setattr(token_chunked, "reduced_ce_grad_in_forward", None)
+    with torch.no_grad():
+        without = linear_cross_entropy(hidden, embedding, labels, impl="xla")
+    want = reference(hidden, embedding, labels)[0]
+    assert_close(keras.ops.convert_to_numpy(without), want)
+    assert_close(keras.ops.convert_to_numpy(with_grad.detach()), want)
 
 
 @pytest.mark.parametrize("impl", ["xla", "dense"])
@@ -73,9 +117,10 @@ def test_leading_dims_and_none_shape():
     assert_close(keras.ops.convert_to_numpy(out), want)
 
 
-def test_bf16_error_no_worse_than_dense():
+@pytest.mark.parametrize("chunk_size", [300, None])  # vocab walk, fused
+def test_bf16_error_no_worse_than_dense(chunk_size):
     dense_errors, want = bf16_errors("dense")
-    xla_errors, _ = bf16_errors("xla", chunk_size=300)
+    xla_errors, _ = bf16_errors("xla", chunk_size=chunk_size)
     for name, xla, dense, ref in zip(("loss", "dh", "de"), xla_errors,
                                      dense_errors, want):
         tol = 2.0**-8 * float(np.abs(ref).max())

@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_encdec.losses.dense import dense_kl_token_losses
 from keras_encdec.losses.kl_chunked import chunked_kl_token_losses
-from keras_encdec.losses.kl_token_chunked import reduced_kl_grad_in_forward
+from keras_encdec.losses import token_chunked
 from keras_encdec.losses.linear_cross_entropy import IMPLS
 from keras_encdec.losses.linear_cross_entropy import REDUCTIONS
 from keras_encdec.losses.linear_cross_entropy import _float_dtype
@@ -214,14 +214,10 @@ def linear_kl_divergence(
         losses = kl_triton_kernel.triton_kl_token_losses(
             *args, **caps, block_vocab=chunk_size
         )
-    elif (
-        chunk_size is None
-        and reduction != "none"
-        and args[0].shape[0] is not None
-    ):
+    elif token_chunked.applies(args[0], chunk_size, reduction):
         # The reduction fixes each token's weight, so the gradient is built
         # in the forward, token chunk by token chunk: 4 matmuls instead of
-        # the vocabulary walk's 6 (kl_token_chunked.py).
+        # the vocabulary walk's 6 (token_chunked.py).
         weights = (
             ops.ones((args[0].shape[0],), "float32")
             if mask is None
@@ -230,7 +226,9 @@ def linear_kl_divergence(
         if reduction == "mean":
             count = ops.sum(weights)
             weights = weights / ops.where(ops.greater(count, 0.0), count, 1.0)
-        return reduced_kl_grad_in_forward(*args, weights, **caps)
+        return token_chunked.reduced_kl_grad_in_forward(
+            *args, weights, **caps
+        )
     else:
         losses = chunked_kl_token_losses(*args, **caps, chunk_size=chunk_size)
     if mask is not None:

@@ -18,7 +18,7 @@ from keras_encdec.losses.kl_testing import assert_close
 from keras_encdec.losses.kl_testing import make_problem
 from keras_encdec.losses.kl_testing import reference
 from keras_encdec.losses.kl_testing import value_and_grads
-from keras_encdec.losses import kl_token_chunked
+from keras_encdec.losses import token_chunked
 CASES = [
     # (impl, temperature, cap, teacher cap, reduction, chunk_size)
     ("xla", 1.0, None, None, "mean", None),
@@ -68,10 +68,10 @@ def test_token_chunks_with_fused_gradient_match_reference(
     monkeypatch, temp, cap, t_cap, reduction, masked, rows
 ):
     """`impl="xla"` with a reduction and no `chunk_size` walks token
-    chunks and builds the gradient in the forward (kl_token_chunked.py)."""
-    monkeypatch.setattr(kl_token_chunked, "TOKEN_CHUNK_ELEMENTS", rows * V)
-    monkeypatch.setattr(kl_token_chunked, "TOKEN_CHUNK_MIN", 1)
-    assert kl_token_chunked.resolve_token_chunk(N, V) == rows
+    chunks and builds the gradient in the forward (token_chunked.py)."""
+    monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_ELEMENTS", rows * V)
+    monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_MIN", 1)
+    assert token_chunked.resolve_token_chunk(N, V) == rows
     h, e, th, te, mask = make_problem(masked=masked)
     mask = mask if masked else None
 
