@@ -36,12 +36,15 @@ Implementations (`impl`), each in its own module, all numerically equal to
   measured on a chip); CPU tests via `KERAS_ENCDEC_PALLAS_INTERPRET=1`.
 - `"flex"` (`attention_flex`): torch `flex_attention` (CUDA; CPU forward
   only).
+- `"sdpa"` (`attention_sdpa`): torch `scaled_dot_product_attention` on the
+  dense mask (fused forward and backward); no soft-cap, no dropout.
 
-`impl=None` (see `resolve_impl`): `"dense"` for small score matrices
-(`T * S < BLOCKWISE_MIN_SCORES`, e.g. decode steps and tiny models), with
-dropout, or with unknown lengths; else `"pallas"` on a JAX GPU, `"flex"` on
-torch CUDA, and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU,
-`"pallas"` runs when named; `None` keeps `"xla"` until it is measured there.
+`impl=None` (see `resolve_impl`): for small score matrices (`T * S <
+BLOCKWISE_MIN_SCORES`, e.g. decode steps and tiny models), with dropout, or
+with unknown lengths, `"sdpa"` on torch without soft-cap or dropout, else
+`"dense"`; larger ones get `"pallas"` on a JAX GPU, `"flex"` on torch CUDA,
+and `"xla"` everywhere else (CPU, TPU, TensorFlow). On TPU, `"pallas"` runs
+when named; `None` keeps `"xla"` until it is measured there.
 """
 
 
@@ -49,13 +52,14 @@ import keras
 from keras import ops
 
 from keras_encdec.ops.attention_dense import check_heads
-from keras_encdec.ops.attention_parts import attend_parts
+from keras_encdec.ops import attention_sdpa
 from keras_encdec.ops.attention_dense import dense_attention_parts
+from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.mask_rule import MaskRule
 from keras_encdec.ops.mask_rule import window_from_options
 from keras_encdec.utils import dispatch
 
-ATTENTION_IMPLS = ("xla", "pallas", "flex", "dense")
+ATTENTION_IMPLS = ("xla", "pallas", "flex", "sdpa", "dense")
 
 # Masked keys get the finite `MASKED_LOGIT`, so a fully masked row gives a
 # uniform distribution instead of NaN (as transformers' additive mask does).
@@ -72,7 +76,7 @@ def _static_lengths(query, *keys):
 
 
 def unavailable_reason(impl, query, key, probabilities_dropout=None,
-                       cross_key=None):
+                       cross_key=None, soft_cap=None):
     """Why `impl` cannot run on these inputs here, or `None` if it can.
 
     Args:
@@ -82,6 +86,8 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None,
         probabilities_dropout: callable or None. Dropout on probabilities
             (only `"dense"` applies it). Defaults to `None`.
         cross_key: tensor or None. The encoder keys of merged attention.
+            Defaults to `None`.
+        soft_cap: float or None. The logit soft-cap (`"sdpa"` has none).
             Defaults to `None`.
 
     Returns:
@@ -96,6 +102,9 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None,
     """
     if impl == "dense":
         return None
+    if impl == "sdpa":
+        return attention_sdpa.unavailable_reason(
+            query, soft_cap, probabilities_dropout)
     if probabilities_dropout is not None:
         return (
             f"impl={impl!r} cannot apply `probabilities_dropout` (it never "
@@ -127,11 +136,13 @@ def unavailable_reason(impl, query, key, probabilities_dropout=None,
 
 
 def resolve_impl(impl, query, key, probabilities_dropout=None,
-                 cross_key=None):
+                 cross_key=None, soft_cap=None):
     """The implementation `dot_product_attention` runs for `impl`.
 
-    `None` picks, in order: `"dense"` with dropout, unknown lengths or fewer
-    than `BLOCKWISE_MIN_SCORES` scores per head; `"pallas"` on a JAX GPU;
+    `None` picks, in order: with dropout, unknown lengths or fewer than
+    `BLOCKWISE_MIN_SCORES` scores per head, `"sdpa"` where it runs (torch,
+    no soft-cap, no dropout, float32 or bfloat16), else `"dense"`;
+    `"pallas"` on a JAX GPU;
     `"flex"` on a torch CUDA device; `"xla"` otherwise (CPU, TPU,
     TensorFlow). A named impl that cannot run raises `ValueError` with the
     reason; there is no silent fallback (`keras_encdec.utils.dispatch`).
@@ -143,6 +154,7 @@ def resolve_impl(impl, query, key, probabilities_dropout=None,
         probabilities_dropout: callable or None. Defaults to `None`.
         cross_key: tensor or None. The encoder keys of merged attention
             (their length counts towards the scores). Defaults to `None`.
+        soft_cap: float or None. The logit soft-cap. Defaults to `None`.
 
     Returns:
         One of `ATTENTION_IMPLS`.
@@ -161,7 +173,9 @@ def resolve_impl(impl, query, key, probabilities_dropout=None,
         or query.shape[1] * sum(k.shape[1] for k in keys)
         < BLOCKWISE_MIN_SCORES
     ):
-        return "dense"
+        sdpa = attention_sdpa.unavailable_reason(
+            query, soft_cap, probabilities_dropout)
+        return "dense" if sdpa else "sdpa"
     # On TPU "pallas" runs when named; None keeps "xla" until measured.
     candidates = ("xla",)
     if dispatch.device_kind(query) == "gpu":
@@ -170,7 +184,7 @@ def resolve_impl(impl, query, key, probabilities_dropout=None,
         impl, impls=ATTENTION_IMPLS, what="attention impl",
         candidates=candidates,
         unavailable_reason=lambda name: unavailable_reason(
-            name, query, key, probabilities_dropout, cross_key))
+            name, query, key, probabilities_dropout, cross_key, soft_cap))
 
 
 def attention_mask(
@@ -269,7 +283,8 @@ def dot_product_attention(
             probabilities (training only). Defaults to `None`.
         impl: str or None. `"xla"` (blockwise `keras.ops`, memory linear
             in length, every backend), `"pallas"` (JAX flash kernel),
-            `"flex"` (torch `flex_attention`), `"dense"` (materializes the
+            `"flex"` (torch `flex_attention`), `"sdpa"` (torch
+            `scaled_dot_product_attention`), `"dense"` (materializes the
             `[T, S]` scores), or `None` for the best that runs here (see
             `resolve_impl`). Defaults to `None`.
 
@@ -286,7 +301,8 @@ def dot_product_attention(
     (2, 5, 4, 8)
     """
     _check_options(soft_cap)
-    impl = resolve_impl(impl, query, key, probabilities_dropout)
+    impl = resolve_impl(impl, query, key, probabilities_dropout,
+                        soft_cap=soft_cap)
     check_heads(query, key)
     rule = MaskRule(
         window=window_from_options(causal, sliding_window),
@@ -295,8 +311,11 @@ def dot_product_attention(
         query_segment_ids=query_segment_ids,
         key_segment_ids=key_segment_ids,
     )
-    if impl == "dense":
+    if impl in ("dense", "sdpa"):
         mask = rule.dense_mask(ops.shape(query)[1], ops.shape(key)[1])
+        if impl == "sdpa":
+            return attention_sdpa.sdpa_attention_parts(
+                query, [(key, value, mask)], scale=scale)
         return dense_attention_parts(
             query, [(key, value, mask)], scale=scale, soft_cap=soft_cap,
             probabilities_dropout=probabilities_dropout)

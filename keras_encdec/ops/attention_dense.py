@@ -31,7 +31,7 @@ def _concatenate_keys(query, key):
     )
 
 
-def _concatenated(parts, batch):
+def concatenate_parts(parts, batch):
     """One `(key, value, mask)` holding every part's keys in order."""
     masks = [ops.broadcast_to(m, (batch,) + tuple(ops.shape(m)[1:]))
              for _, _, m in parts]
@@ -72,7 +72,7 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
         return one_query_attention_parts(query, parts, scale=scale,
                                          soft_cap=soft_cap)
     if len(parts) > 1 and _concatenate_keys(query, parts[0][0]):
-        parts = [_concatenated(parts, ops.shape(query)[0])]
+        parts = [concatenate_parts(parts, ops.shape(query)[0])]
     num_heads, head_dim = query.shape[-2], query.shape[-1]
     num_kv_heads = parts[0][0].shape[-2]
     groups = num_heads // num_kv_heads

@@ -15,7 +15,10 @@ from keras_encdec.ops.attention_testing import max_errors
 def test_none_picks_dense_for_small_and_decode_shapes():
     query = np.zeros((1, 1, 2, 8), "float32")
     key = np.zeros((1, 8192, 2, 8), "float32")
-    assert attention.resolve_impl(None, query, key) == "dense"
+    # torch runs its fused kernel on the same dense mask (no soft-cap here).
+    want = "sdpa" if BACKEND == "torch" else "dense"
+    assert attention.resolve_impl(None, query, key) == want
+    assert attention.resolve_impl(None, query, key, soft_cap=50.0) == "dense"
 
 
 def test_none_picks_memory_linear_impl_for_long_sequences():

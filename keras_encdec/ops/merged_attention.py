@@ -18,7 +18,8 @@ an encoder key only from decoder queries of the same segment (pack encoder
 inputs and decoder targets with matching segment numbers).
 
 Implementations (`impl`) are those of `dot_product_attention`: `"dense"`
-concatenates the `[T, S]` and `[T, S2]` scores; `"xla"`, `"pallas"` and
+concatenates the `[T, S]` and `[T, S2]` scores, `"sdpa"` the keys and
+masks (one torch attention); `"xla"`, `"pallas"` and
 `"flex"` never build them: each computes both key sets as parts (normalized
 output and log-sum-exp, one `MaskRule` each) and `combine_parts` merges them
 into the one softmax, with exact gradients.
@@ -27,6 +28,7 @@ into the one softmax, with exact gradients.
 from keras import ops
 
 from keras_encdec.ops import attention
+from keras_encdec.ops import attention_sdpa
 from keras_encdec.ops.attention_dense import check_heads
 from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.mask_rule import KeyWindow
@@ -177,10 +179,10 @@ def merged_dot_product_attention(
             the encoder keys; an encoder key is visible only from decoder
             queries of the same segment (needs `query_segment_ids`).
             Defaults to `None` (no segment check on the encoder keys).
-        impl: str or None. `"xla"`, `"pallas"`, `"flex"`, `"dense"` (see
-            `dot_product_attention`), or `None` for the best available here
-            (`attention.resolve_impl` on `T * (S + S2)` scores). Defaults to
-            `None`.
+        impl: str or None. `"xla"`, `"pallas"`, `"flex"`, `"sdpa"`,
+            `"dense"` (see `dot_product_attention`), or `None` for the best
+            available here (`attention.resolve_impl` on `T * (S + S2)`
+            scores). Defaults to `None`.
 
     Returns:
         A tensor `[batch, T, num_heads, head_dim]` in `query.dtype`.
@@ -204,7 +206,8 @@ def merged_dot_product_attention(
                 f"Received: {name}.shape={tuple(tensor.shape)}, "
                 f"key.shape={tuple(key.shape)}."
             )
-    impl = attention.resolve_impl(impl, query, key, cross_key=cross_key)
+    impl = attention.resolve_impl(impl, query, key, cross_key=cross_key,
+                                  soft_cap=soft_cap)
     check_heads(query, key)
     self_rule, cross_rule = merged_rules(
         causal=causal, sliding_window=sliding_window,
@@ -212,11 +215,14 @@ def merged_dot_product_attention(
         cross_padding_mask=cross_padding_mask, query_offset=query_offset,
         query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids,
         cross_segment_ids=cross_segment_ids)
-    if impl == "dense":
+    if impl in ("dense", "sdpa"):
         length = ops.shape(query)[1]
         parts = [(key, value, self_rule.dense_mask(length, ops.shape(key)[1])),
                  (cross_key, cross_value,
                   cross_rule.dense_mask(length, ops.shape(cross_key)[1]))]
+        if impl == "sdpa":
+            return attention_sdpa.sdpa_attention_parts(query, parts,
+                                                       scale=scale)
         return attention.dense_attention_parts(query, parts, scale=scale,
                                                soft_cap=soft_cap)
     return attend_parts(

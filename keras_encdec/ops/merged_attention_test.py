@@ -210,6 +210,14 @@ def test_flex_matches_dense(name):
     assert error < TOLERANCE, error
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch only")
+@pytest.mark.parametrize(
+    "name", sorted(n for n, c in MERGED_CASES.items() if "soft_cap" not in c))
+def test_sdpa_matches_dense_forward_and_gradients(name):
+    errors = merged_errors(MERGED_CASES[name], "sdpa")
+    assert max(errors.values()) < TOLERANCE, errors
+
+
 def test_bad_inputs_raise():
     x = np.zeros((1, 4, 2, 8), "float32")
     with pytest.raises(ValueError, match="Unknown attention impl"):

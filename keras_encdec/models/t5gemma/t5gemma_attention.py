@@ -9,6 +9,7 @@ from keras_encdec.weight_roles import projection_kernel
 from keras_encdec.ops import apply_rotary_embedding, dot_product_attention
 from keras_encdec.utils.validation import check_positive_int
 from keras_encdec.utils.validation import check_positive_number
+from keras_encdec.utils.sublayer import call_sublayer
 
 SELF_ATTENTION = "self"
 CROSS_ATTENTION = "cross"
@@ -156,15 +157,15 @@ class T5GemmaAttention(keras.layers.Layer):
             "output": projection_kernel(self.output_dense),
         }
 
-    def compute_key_value(self, kv_states, positions=None):
+    def compute_key_value(self, kv_states, positions=None, training=None):
         """Projects `kv_states` to keys and values (RoPE on self-attention).
 
         Returns a tuple `(key, value)`, each `[batch, S, kv_heads, head_dim]`.
         Cross-attention callers compute this once per input and pass it as
         `cache` on every decode step.
         """
-        key = self.key_dense(kv_states)
-        value = self.value_dense(kv_states)
+        key = call_sublayer(self.key_dense, kv_states, training=training)
+        value = call_sublayer(self.value_dense, kv_states, training=training)
         if self.attention_type == SELF_ATTENTION:
             key = apply_rotary_embedding(key, positions, self.rope_max_wavelength)
         return key, value
@@ -205,7 +206,9 @@ class T5GemmaAttention(keras.layers.Layer):
         """
         query_length = ops.shape(hidden_states)[1]
         offset = 0 if cache_update_index is None else cache_update_index
-        query = self.query_dense(hidden_states)
+        query = call_sublayer(
+            self.query_dense, hidden_states, training=training
+        )
         if self.attention_type == SELF_ATTENTION:
             if kv_states is not None:
                 raise ValueError("Self-attention takes no `kv_states`.")
@@ -213,7 +216,9 @@ class T5GemmaAttention(keras.layers.Layer):
             query = apply_rotary_embedding(
                 query, positions, self.rope_max_wavelength
             )
-            key, value = self.compute_key_value(hidden_states, positions)
+            key, value = self.compute_key_value(
+                hidden_states, positions, training=training
+            )
             if cache is not None:
                 if cache_update_index is None:
                     raise ValueError(
@@ -230,11 +235,13 @@ class T5GemmaAttention(keras.layers.Layer):
                     "Cross-attention needs `kv_states` (the encoder output) "
                     "or a precomputed `cache`."
                 )
-            key, value = self.compute_key_value(kv_states)
+            key, value = self.compute_key_value(kv_states, training=training)
 
         dropout = None
         if training and self.dropout_rate > 0:
-            dropout = lambda p: self.dropout(p, training=training)  # noqa: E731
+            def dropout(p):
+                return call_sublayer(self.dropout, p, training=training)
+
         attended = dot_product_attention(
             query,
             key,
@@ -250,7 +257,8 @@ class T5GemmaAttention(keras.layers.Layer):
             probabilities_dropout=dropout,
             impl=self.attention_impl,
         )
-        return self.output_dense(attended), (key, value)
+        output = call_sublayer(self.output_dense, attended, training=training)
+        return output, (key, value)
 
     def get_config(self):
         config = super().get_config()

@@ -13,6 +13,7 @@ from keras_encdec.weight_roles import ATTENTION
 from keras_encdec.weight_roles import MLP
 from keras_encdec.weight_roles import sandwich_roles
 from keras_encdec.weight_roles import sublayer_roles
+from keras_encdec.utils.sublayer import call_sublayer
 
 
 def check_layer_type(layer_type, sliding_window):
@@ -166,12 +167,15 @@ class T5GemmaBlock(keras.layers.Layer):
 
     def residual(self, hidden_states, update, training):
         """`hidden_states + dropout(update)`."""
-        return hidden_states + self.residual_dropout(update, training=training)
+        return hidden_states + call_sublayer(
+            self.residual_dropout, update, training=training
+        )
 
     def feed_forward(self, hidden_states, training):
         """The sandwich-normed MLP sublayer with its residual."""
-        x = self.pre_ffw_norm(hidden_states)
-        x = self.post_ffw_norm(self.mlp(x, training=training))
+        x = call_sublayer(self.pre_ffw_norm, hidden_states)
+        x = call_sublayer(self.mlp, x, training=training)
+        x = call_sublayer(self.post_ffw_norm, x)
         return self.residual(hidden_states, x, training)
 
     def rematerialized(self, function, training, **inputs):

@@ -8,6 +8,7 @@ from keras_encdec.models.t5gemma.t5gemma_block import T5GemmaBlock
 from keras_encdec.weight_roles import CROSS_ATTENTION
 from keras_encdec.weight_roles import sandwich_roles
 from keras_encdec.weight_roles import sublayer_roles
+from keras_encdec.utils.sublayer import call_sublayer
 
 
 @register
@@ -163,8 +164,8 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
         encoder_segment_ids=None,
     ):
         """The block's computation (`call` adds the optional remat)."""
-        x = self.pre_self_attention_norm(hidden_states)
-        x, self_cache = self.self_attention(
+        x = call_sublayer(self.pre_self_attention_norm, hidden_states)
+        x, self_cache = call_sublayer(self.self_attention,
             x,
             key_padding_mask=padding_mask,
             cache=self_attention_cache,
@@ -173,11 +174,11 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
             query_segment_ids=segment_ids,
             key_segment_ids=segment_ids,
         )
-        x = self.post_self_attention_norm(x)
+        x = call_sublayer(self.post_self_attention_norm, x)
         hidden_states = self.residual(hidden_states, x, training)
 
-        x = self.pre_cross_attention_norm(hidden_states)
-        x, cross_cache = self.cross_attention(
+        x = call_sublayer(self.pre_cross_attention_norm, hidden_states)
+        x, cross_cache = call_sublayer(self.cross_attention,
             x,
             kv_states=encoder_output,
             key_padding_mask=encoder_padding_mask,
@@ -186,7 +187,7 @@ class T5GemmaDecoderLayer(T5GemmaBlock):
             query_segment_ids=segment_ids,
             key_segment_ids=encoder_segment_ids,
         )
-        x = self.post_cross_attention_norm(x)
+        x = call_sublayer(self.post_cross_attention_norm, x)
         hidden_states = self.residual(hidden_states, x, training)
         hidden_states = self.feed_forward(hidden_states, training)
         return hidden_states, (self_cache, cross_cache)

@@ -4,6 +4,7 @@ import keras
 
 from keras_encdec.api import register
 from keras_encdec.models.t5gemma.t5gemma_block import T5GemmaBlock
+from keras_encdec.utils.sublayer import call_sublayer
 
 
 @register
@@ -73,13 +74,13 @@ class T5GemmaEncoderLayer(T5GemmaBlock):
     def forward(self, hidden_states, padding_mask=None, training=None,
                 segment_ids=None):
         """The block's computation (`call` adds the optional remat)."""
-        x = self.pre_self_attention_norm(hidden_states)
-        x, _ = self.self_attention(
+        x = call_sublayer(self.pre_self_attention_norm, hidden_states)
+        x, _ = call_sublayer(self.self_attention,
             x, key_padding_mask=padding_mask, training=training,
             query_segment_ids=segment_ids,
             key_segment_ids=segment_ids,
         )
-        x = self.post_self_attention_norm(x)
+        x = call_sublayer(self.post_self_attention_norm, x)
         hidden_states = self.residual(hidden_states, x, training)
         return self.feed_forward(hidden_states, training)
 

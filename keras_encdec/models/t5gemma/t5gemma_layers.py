@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_encdec.api import register
 from keras_encdec.weight_roles import projection_kernel
+from keras_encdec.utils.sublayer import call_sublayer
 
 
 def kernel_initializer(initializer_range):
@@ -142,9 +143,11 @@ class T5GemmaMLP(keras.layers.Layer):
     def call(self, x, training=None):
         shape = ops.shape(x)
         x = ops.reshape(x, (-1, shape[-1]))
-        hidden = self.activation(self.gating(x)) * self.gating_2(x)
-        hidden = self.dropout(hidden, training=training)
-        return ops.reshape(self.linear(hidden), shape[:-1] + (self.hidden_dim,))
+        gate = self.activation(call_sublayer(self.gating, x, training=training))
+        hidden = gate * call_sublayer(self.gating_2, x, training=training)
+        hidden = call_sublayer(self.dropout, hidden, training=training)
+        output = call_sublayer(self.linear, hidden, training=training)
+        return ops.reshape(output, shape[:-1] + (self.hidden_dim,))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.hidden_dim,)

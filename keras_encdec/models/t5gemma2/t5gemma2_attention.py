@@ -12,6 +12,7 @@ from keras_encdec.ops import dot_product_attention
 from keras_encdec.ops import merged_dot_product_attention
 from keras_encdec.ops import t5gemma2_encoder_window
 from keras_encdec.ops.rotary import segment_positions
+from keras_encdec.utils.sublayer import call_sublayer
 
 
 @register
@@ -139,14 +140,15 @@ class T5Gemma2Attention(T5GemmaAttention):
             positions = ops.cast(positions, "float32") / self.rope_scaling_factor
         return apply_rotary_embedding(x, positions, self.rope_max_wavelength)
 
-    def compute_key_value(self, kv_states, positions=None):
+    def compute_key_value(self, kv_states, positions=None, training=None):
         """`(key_norm(key(x)), value(x))`, rotated when `positions` is given.
 
         Without positions this is the decoder's cross key/value pair,
         computed once per encoder output.
         """
-        key = self.key_norm(self.key_dense(kv_states))
-        value = self.value_dense(kv_states)
+        key = call_sublayer(self.key_dense, kv_states, training=training)
+        key = call_sublayer(self.key_norm, key)
+        value = call_sublayer(self.value_dense, kv_states, training=training)
         if positions is not None:
             key = self.rotate(key, positions)
         return key, value
@@ -208,9 +210,17 @@ class T5Gemma2Attention(T5GemmaAttention):
                 )
             positions = segment_positions(query_segment_ids)
         query = self.rotate(
-            self.query_norm(self.query_dense(hidden_states)), positions
+            call_sublayer(
+                self.query_norm,
+                call_sublayer(
+                    self.query_dense, hidden_states, training=training
+                ),
+            ),
+            positions,
         )
-        key, value = self.compute_key_value(hidden_states, positions)
+        key, value = self.compute_key_value(
+            hidden_states, positions, training=training
+        )
         if cache is not None:
             if cache_update_index is None:
                 raise ValueError(
@@ -223,7 +233,9 @@ class T5Gemma2Attention(T5GemmaAttention):
         if not self.merged:
             dropout = None
             if training and self.dropout_rate > 0:
-                dropout = lambda p: self.dropout(p, training=training)  # noqa: E731
+                def dropout(p):
+                    return call_sublayer(self.dropout, p, training=training)
+
             window = self.sliding_window
             if window is not None:
                 window = t5gemma2_encoder_window(window)
@@ -239,14 +251,19 @@ class T5Gemma2Attention(T5GemmaAttention):
                 probabilities_dropout=dropout,
                 impl=self.attention_impl,
             )
-            return self.output_dense(attended), (key, value)
+            output = call_sublayer(
+                self.output_dense, attended, training=training
+            )
+            return output, (key, value)
         if cross_cache is None:
             if encoder_output is None:
                 raise ValueError(
                     "Merged attention needs `encoder_output` or a precomputed "
                     "`cross_cache`."
                 )
-            cross_cache = self.compute_key_value(encoder_output)
+            cross_cache = self.compute_key_value(
+                encoder_output, training=training
+            )
         attended = merged_dot_product_attention(
             query,
             key,
@@ -264,7 +281,8 @@ class T5Gemma2Attention(T5GemmaAttention):
             cross_segment_ids=encoder_segment_ids,
             impl=self.attention_impl,
         )
-        return self.output_dense(attended), ((key, value), cross_cache)
+        output = call_sublayer(self.output_dense, attended, training=training)
+        return output, ((key, value), cross_cache)
 
     def get_config(self):
         config = super().get_config()

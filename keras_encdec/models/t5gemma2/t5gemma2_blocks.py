@@ -11,6 +11,7 @@ from keras_encdec.models.t5gemma.t5gemma_block import T5GemmaBlock
 from keras_encdec.models.t5gemma.t5gemma_decoder_layer import T5GemmaDecoderLayer
 from keras_encdec.models.t5gemma.t5gemma_encoder_layer import T5GemmaEncoderLayer
 from keras_encdec.models.t5gemma2.t5gemma2_attention import T5Gemma2Attention
+from keras_encdec.utils.sublayer import call_sublayer
 
 
 class _T5Gemma2BlockMixin:
@@ -121,8 +122,8 @@ class T5Gemma2DecoderLayer(_T5Gemma2BlockMixin, T5GemmaBlock):
         encoder_segment_ids=None,
     ):
         """The block's computation (`call` adds the optional remat)."""
-        x = self.pre_self_attention_norm(hidden_states)
-        x, caches = self.self_attention(
+        x = call_sublayer(self.pre_self_attention_norm, hidden_states)
+        x, caches = call_sublayer(self.self_attention,
             x,
             encoder_output=encoder_output,
             key_padding_mask=padding_mask,
@@ -135,6 +136,6 @@ class T5Gemma2DecoderLayer(_T5Gemma2BlockMixin, T5GemmaBlock):
             key_segment_ids=segment_ids,
             encoder_segment_ids=encoder_segment_ids,
         )
-        x = self.post_self_attention_norm(x)
+        x = call_sublayer(self.post_self_attention_norm, x)
         hidden_states = self.residual(hidden_states, x, training)
         return self.feed_forward(hidden_states, training), caches
