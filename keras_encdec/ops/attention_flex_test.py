@@ -12,6 +12,7 @@ from keras_encdec.ops.attention_testing import BACKEND
 from keras_encdec.ops.attention_testing import CASES
 from keras_encdec.ops.attention_testing import TOLERANCE
 from keras_encdec.ops.attention_testing import case_options
+from keras_encdec.ops.attention_testing import impl_factory
 from keras_encdec.ops.attention_testing import make_inputs
 from keras_encdec.ops.attention_testing import max_errors
 
@@ -45,13 +46,7 @@ def test_forward_matches_dense(name):
 @pytest.mark.skipif(not _cuda(), reason="flex backward needs CUDA")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_gradients_match_dense_on_cuda(name):
-    from keras_encdec.ops.attention import dot_product_attention
-
-    def factory(options, mask):
-        return lambda q, k, v: dot_product_attention(
-            q, k, v, key_padding_mask=mask, impl="flex", **options)
-
-    errors = max_errors(CASES[name], factory)
+    errors = max_errors(CASES[name], impl_factory("flex"))
     assert max(errors.values()) < TOLERANCE, errors
 
 

@@ -10,6 +10,7 @@ from keras_encdec.ops.attention import resolve_impl
 from keras_encdec.ops.attention_testing import BACKEND
 from keras_encdec.ops.attention_testing import CASES
 from keras_encdec.ops.attention_testing import TOLERANCE
+from keras_encdec.ops.attention_testing import impl_factory
 from keras_encdec.ops.attention_testing import max_errors
 
 UNCAPPED = sorted(name for name, case in CASES.items()
@@ -19,11 +20,7 @@ UNCAPPED = sorted(name for name, case in CASES.items()
 @pytest.mark.skipif(BACKEND != "torch", reason="torch only")
 @pytest.mark.parametrize("name", UNCAPPED)
 def test_forward_and_gradients_match_dense(name):
-    def factory(options, mask):
-        return lambda q, k, v: dot_product_attention(
-            q, k, v, key_padding_mask=mask, impl="sdpa", **options)
-
-    errors = max_errors(CASES[name], factory)
+    errors = max_errors(CASES[name], impl_factory("sdpa"))
     assert max(errors.values()) < TOLERANCE, errors
 
 

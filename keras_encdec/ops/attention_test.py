@@ -9,6 +9,7 @@ from keras_encdec.ops import attention_decode
 from keras_encdec.ops.attention import dot_product_attention
 from keras_encdec.ops.attention_testing import BACKEND
 from keras_encdec.ops.attention_testing import TOLERANCE
+from keras_encdec.ops.attention_testing import impl_factory
 from keras_encdec.ops.attention_testing import max_errors
 
 
@@ -63,11 +64,7 @@ def test_public_xla_impl_matches_dense():
     case = dict(T=300, S=300, causal=True, sliding_window=40, pad=True,
                 soft_cap=50.0, heads=2, kv_heads=1)
 
-    def factory(options, mask):
-        return lambda q, k, v: dot_product_attention(
-            q, k, v, key_padding_mask=mask, impl="xla", **options)
-
-    errors = max_errors(case, factory)
+    errors = max_errors(case, impl_factory("xla"))
     assert max(errors.values()) < TOLERANCE, errors
 
 

@@ -134,6 +134,16 @@ def forward_and_grads(fn, *inputs_and_d_out):
     return [ops.convert_to_numpy(x) for x in results]
 
 
+def impl_factory(impl):
+    """A `max_errors` factory: public `dot_product_attention(impl=impl)`."""
+
+    def factory(options, mask):
+        return lambda q, k, v: dot_product_attention(
+            q, k, v, key_padding_mask=mask, impl=impl, **options)
+
+    return factory
+
+
 _DENSE_CACHE = {}
 
 
