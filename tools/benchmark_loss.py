@@ -81,6 +81,7 @@ def make_inputs(args, np):
 def jax_methods(args):
     """Returns {name: (loss_fn(h, e, y), note)} for the jax worker."""
     from keras_encdec.losses import linear_cross_entropy
+    from keras_encdec.losses.chunked import DEFAULT_VOCAB_CHUNK
 
     methods = {}
     for impl in ("dense", "xla", "pallas"):
@@ -89,6 +90,14 @@ def jax_methods(args):
                 h, e, y, impl=impl, logit_soft_cap=args.soft_cap,
                 chunk_size=None if impl == "dense" else args.chunk_size)
         methods[impl] = (fn, "")
+    if args.chunk_size is None:
+        # "xla" with a reduction and the default chunking builds the
+        # gradient in the forward (token chunks); a chunk size selects the
+        # vocabulary walk (`losses/chunked.py`).
+        methods["xla-vocab-walk"] = (
+            lambda h, e, y: linear_cross_entropy(
+                h, e, y, impl="xla", logit_soft_cap=args.soft_cap,
+                chunk_size=DEFAULT_VOCAB_CHUNK), "vocabulary chunks")
     try:
         import tokamax
 
