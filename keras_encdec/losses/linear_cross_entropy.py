@@ -303,8 +303,10 @@ def linear_cross_entropy(
         weights = weights * ops.reshape(sample_weight, (-1,))
 
     args = (flat_hidden, embedding, flat_labels, valid)
-    if impl == "xla" and token_chunked.applies(
-        flat_hidden, chunk_size, reduction
+    if (
+        impl == "xla"
+        and token_chunked.applies(flat_hidden, chunk_size, reduction)
+        and vocab_size * dim <= token_chunked.CE_MAX_VOCAB_ELEMENTS
     ):
         # The reduction fixes each token's weight, so the gradient is built
         # in the forward, token chunk by token chunk: 3 matmuls instead of

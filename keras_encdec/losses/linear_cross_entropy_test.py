@@ -63,6 +63,14 @@ def test_token_chunks_with_fused_gradient_match_reference(
     assert calls
 
 
+def test_large_vocabularies_keep_the_vocabulary_walk(monkeypatch):
+    """Above `CE_MAX_VOCAB_ELEMENTS` (the fp32 `[V, D]` accumulator) the
+    vocabulary walk runs."""
+    monkeypatch.setattr(token_chunked, "CE_MAX_VOCAB_ELEMENTS", V * D - 1)
+    monkeypatch.setattr(token_chunked, "reduced_ce_grad_in_forward", None)
+    check_against_reference("xla", cap=30.0, weighted=True)
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="torch's no_grad mode")
 def test_fused_gradient_is_skipped_without_autograd(monkeypatch):
     """Under `torch.no_grad()` (evaluate) the vocabulary walk runs: the

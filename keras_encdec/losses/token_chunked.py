@@ -59,6 +59,15 @@ def resolve_token_chunk(num_tokens, vocab_size):
     return max(1, min(rows, num_tokens))
 
 
+# The cross-entropy walks token chunks only while its fp32 `[V, D]` gradient
+# accumulator stays small (16 MiB): measured with `tools/benchmark_loss.py`
+# and an interleaved A/B (BENCHMARKS.md), forward + backward at N=1024,
+# D=256, V=8192 take 0.74-0.77x the vocabulary walk's time on torch and
+# 0.86-0.98x on jax; at N=4096, D=512, V=32768 (jax) 1.02x, with 4.5x its
+# working memory.
+CE_MAX_VOCAB_ELEMENTS = 2**22
+
+
 def applies(hidden, chunk_size, reduction):
     """Whether the fused walk serves a `"xla"` call on `hidden [N, D]`.
 
