@@ -203,7 +203,8 @@ def linear_cross_entropy(
         labels: int tensor. `[...]` target ids, same leading shape.
         sample_weight: float tensor or None. `[...]` per-token weights, or
             weights for leading dims only (e.g. `[batch]`, broadcast over
-            the sequence). Defaults to None (all 1).
+            the sequence). Constants: no gradient flows to them on the
+            fused path below. Defaults to None (all 1).
         ignore_index: int. Label value that marks a token as ignored.
             Defaults to -100.
         logit_soft_cap: float or None. Soft-cap `c` (Gemma 2 uses 30).
@@ -217,7 +218,12 @@ def linear_cross_entropy(
             torch CUDA, else xla). A named impl that cannot run raises.
             Defaults to None.
         chunk_size: int or None. Vocabulary columns per chunk (`"xla"`) or
-            per tile (kernels). Defaults to None (automatic).
+            per tile (kernels). Defaults to None (automatic). With None,
+            `"xla"`, a `"mean"`/`"sum"` reduction, a static token count,
+            `V * D <= 2**22` and a float32/bfloat16 compute dtype (and
+            autograd on, on torch), the loss walks token chunks and builds
+            its gradient in the forward (`losses/token_chunked.py`); an
+            explicit `chunk_size` selects the vocabulary walk.
         filter_eps: float or None. Gradient filtering: entries of
             `softmax - onehot` below this magnitude are dropped
             (`BF16_FILTER_EPS` matches apple CCE). Defaults to None (exact).
@@ -307,6 +313,9 @@ def linear_cross_entropy(
         impl == "xla"
         and token_chunked.applies(flat_hidden, chunk_size, reduction)
         and vocab_size * dim <= token_chunked.CE_MAX_VOCAB_ELEMENTS
+        # float16 logit gradients (`w / N` folded in, the loss scale not
+        # yet) would underflow; the vocabulary walk scales first.
+        and compute_dtype != "float16"
     ):
         # The reduction fixes each token's weight, so the gradient is built
         # in the forward, token chunk by token chunk: 3 matmuls instead of

@@ -23,6 +23,7 @@ from keras_encdec.losses.ce_testing import bf16_errors
 from keras_encdec.losses.ce_testing import check_against_reference
 from keras_encdec.losses.ce_testing import make_problem
 from keras_encdec.losses.ce_testing import reference
+from keras_encdec.losses.ce_testing import value_and_grads
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,22 @@ def test_large_vocabularies_keep_the_vocabulary_walk(monkeypatch):
     monkeypatch.setattr(token_chunked, "CE_MAX_VOCAB_ELEMENTS", V * D - 1)
     monkeypatch.setattr(token_chunked, "reduced_ce_grad_in_forward", None)
     check_against_reference("xla", cap=30.0, weighted=True)
+
+
+def test_float16_and_empty_inputs_keep_the_vocabulary_walk(monkeypatch):
+    """float16 logit gradients would underflow before the loss scale is
+    applied; zero tokens leave nothing to walk."""
+    monkeypatch.setattr(token_chunked, "reduced_ce_grad_in_forward", None)
+    hidden, embedding, labels, _ = make_problem(n=16)
+    value = linear_cross_entropy(hidden.astype("float16"),
+                                 embedding.astype("float16"), labels,
+                                 impl="xla", logit_soft_cap=30.0)
+    want = reference(hidden, embedding, labels, cap=30.0)[0]
+    assert abs(float(keras.ops.convert_to_numpy(value)) - want) < 1e-2
+    value, dh, de = value_and_grads(hidden[:0], embedding, labels[:0],
+                                    impl="xla")
+    assert float(value) == 0.0 and dh.shape == (0, D)
+    assert not np.any(de)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch's no_grad mode")

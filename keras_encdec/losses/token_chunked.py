@@ -71,15 +71,16 @@ CE_MAX_VOCAB_ELEMENTS = 2**22
 def applies(hidden, chunk_size, reduction):
     """Whether the fused walk serves a `"xla"` call on `hidden [N, D]`.
 
-    It needs a reduction, the default chunking and a static N. On torch it
-    also needs autograd on: without it (`evaluate()`, `torch.no_grad()`)
-    the gradient built in the forward would be wasted work. jax and
-    TensorFlow prune it from compiled graphs that take no gradient.
+    It needs a reduction, the default chunking and a static, non-zero N.
+    On torch it also needs autograd on: without it (`evaluate()`,
+    `torch.no_grad()`) the gradient built in the forward would be wasted
+    work. Compiled jax and TensorFlow graphs that take no gradient drop
+    what they do not use.
     """
     if chunk_size is not None or reduction == "none":
         return False
-    if hidden.shape[0] is None:
-        return False
+    if hidden.shape[0] is None or hidden.shape[0] == 0:
+        return False  # Unknown, or no token to walk.
     if keras.backend.backend() == "torch":
         import torch
 

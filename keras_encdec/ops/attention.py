@@ -163,7 +163,7 @@ def resolve_impl(impl, query, key, probabilities_dropout=None,
 
     >>> import numpy as np
     >>> x = np.zeros((1, 4, 2, 8), "float32")
-    >>> resolve_impl(None, x, x)
+    >>> resolve_impl(None, x, x, soft_cap=50.0)
     'dense'
     """
     keys = (key,) if cross_key is None else (key, cross_key)

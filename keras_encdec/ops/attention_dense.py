@@ -2,8 +2,8 @@
 
 `dense_attention_parts` is the reference path of
 `keras_encdec.ops.dot_product_attention` and of the merged attention: it
-materializes the scores (`"dense"` impl, and the CPU default at small
-sizes).
+materializes the scores (`"dense"` impl, and the default at small sizes
+except on torch without soft-cap or dropout, where `"sdpa"` runs).
 """
 
 import keras

@@ -26,6 +26,10 @@ def _direct(layer, args, kwargs):
 
     if not layer.built or torch.compiler.is_compiling():
         return False
+    module_hooks = torch.nn.modules.module
+    if (module_hooks._global_forward_hooks
+            or module_hooks._global_forward_pre_hooks):
+        return False
     if (
         layer.quantization_mode is not None
         or layer._remat_mode is not None
@@ -43,8 +47,10 @@ def _direct(layer, args, kwargs):
         if isinstance(value, torch.Tensor):
             if value.is_floating_point() and value.dtype != dtype:
                 return False
-        elif isinstance(value, (list, tuple, dict)):
-            return False  # Nested inputs: let `Layer.__call__` convert.
+        elif isinstance(value, (list, tuple, dict)) or hasattr(
+            value, "__array__"
+        ):
+            return False  # Nested or non-torch arrays: `Layer.__call__`.
     return True
 
 

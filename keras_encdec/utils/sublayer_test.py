@@ -77,7 +77,7 @@ def test_training_from_the_outer_call_goes_through_layer_call():
     np.testing.assert_array_equal(_numpy(outer(x, training=False)), 1.0)
 
 
-def test_mixed_precision_and_quantized_layers_go_through_layer_call(
+def test_mixed_precision_numpy_and_quantized_go_through_layer_call(
     layer_calls,
 ):
     x = keras.ops.convert_to_tensor(
@@ -87,9 +87,14 @@ def test_mixed_precision_and_quantized_layers_go_through_layer_call(
     got = call_sublayer(mixed, x)
     assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
     np.testing.assert_array_equal(_numpy(got), _numpy(want))
+    plain = keras.layers.Dense(16)
+    want = plain(x)
+    got = call_sublayer(plain, keras.ops.convert_to_numpy(x))  # not torch
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_array_equal(_numpy(got), _numpy(want))
     quantized = keras.layers.Dense(16)
     quantized.build((None, 8))
     quantized.quantize("int8")
     np.testing.assert_array_equal(
         _numpy(call_sublayer(quantized, x)), _numpy(quantized(x)))
-    assert layer_calls.count("Dense") == 4
+    assert layer_calls.count("Dense") == 6
