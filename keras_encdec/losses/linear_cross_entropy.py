@@ -313,17 +313,12 @@ def linear_cross_entropy(
         impl == "xla"
         and token_chunked.applies(flat_hidden, chunk_size, reduction)
         and vocab_size * dim <= token_chunked.CE_MAX_VOCAB_ELEMENTS
-        # float16 logit gradients (`w / N` folded in, the loss scale not
-        # yet) would underflow; the vocabulary walk scales first.
-        and compute_dtype != "float16"
     ):
         # The reduction fixes each token's weight, so the gradient is built
         # in the forward, token chunk by token chunk: 3 matmuls instead of
         # the vocabulary walk's 4 (token_chunked.py).
-        weights = ops.where(valid, weights, 0.0)
-        if reduction == "mean":
-            denom = ops.sum(weights)
-            weights = weights / ops.where(ops.not_equal(denom, 0.0), denom, 1.0)
+        weights = token_chunked.reduction_weights(
+            ops.where(valid, weights, 0.0), reduction)
         return token_chunked.reduced_ce_grad_in_forward(
             flat_hidden, embedding, flat_labels, weights,
             logit_soft_cap=logit_soft_cap, filter_eps=filter_eps,

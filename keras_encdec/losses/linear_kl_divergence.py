@@ -223,9 +223,7 @@ def linear_kl_divergence(
             if mask is None
             else ops.cast(mask, "float32")
         )
-        if reduction == "mean":
-            count = ops.sum(weights)
-            weights = weights / ops.where(ops.greater(count, 0.0), count, 1.0)
+        weights = token_chunked.reduction_weights(weights, reduction)
         return token_chunked.reduced_kl_grad_in_forward(
             *args, weights, **caps
         )

@@ -93,6 +93,18 @@ def test_token_chunks_with_fused_gradient_match_reference(
     assert_close(scaled[2], 3.0 * want[2], "3 de")
 
 
+def test_float16_keeps_the_vocabulary_walk(monkeypatch):
+    """float16 logit gradients would underflow in the fused walk before the
+    loss scale multiplies them (token_chunked.applies)."""
+    monkeypatch.setattr(token_chunked, "reduced_kl_grad_in_forward", None)
+    h, e, th, te, mask = make_problem()
+    value = linear_kl_divergence(
+        h.astype("float16"), e.astype("float16"), th, te, mask=mask,
+        impl="xla")
+    want = reference(h, e, th, te, mask)[0]
+    assert abs(float(keras.ops.convert_to_numpy(value)) - want) < 1e-2
+
+
 @pytest.mark.parametrize("chunk", [64, None])
 @pytest.mark.parametrize("impl", ["xla", "dense"])
 def test_teacher_equal_student_gives_zero_loss_and_gradient(impl, chunk):

@@ -71,8 +71,12 @@ CE_MAX_VOCAB_ELEMENTS = 2**22
 def applies(hidden, chunk_size, reduction):
     """Whether the fused walk serves a `"xla"` call on `hidden [N, D]`.
 
-    It needs a reduction, the default chunking and a static, non-zero N.
-    On torch it also needs autograd on: without it (`evaluate()`,
+    It needs a reduction, the default chunking, a static, non-zero N and
+    a compute dtype other than float16: the logit gradient, with the token
+    weight (`w / N` for a mean) folded in, is cast to the matmul dtype
+    before the upstream (a loss scale) multiplies it, and would underflow
+    in float16; the vocabulary walks scale first. On torch it also needs
+    autograd on: without it (`evaluate()`,
     `torch.no_grad()`) the gradient built in the forward would be wasted
     work. Compiled jax and TensorFlow graphs that take no gradient drop
     what they do not use.
@@ -81,11 +85,22 @@ def applies(hidden, chunk_size, reduction):
         return False
     if hidden.shape[0] is None or hidden.shape[0] == 0:
         return False  # Unknown, or no token to walk.
+    if keras.backend.standardize_dtype(hidden.dtype) == "float16":
+        return False
     if keras.backend.backend() == "torch":
         import torch
 
         return torch.is_grad_enabled()
     return True
+
+
+def reduction_weights(weights, reduction):
+    """`[N]` token weights of a reduced loss: `weights / sum(weights)` for
+    `"mean"` (unchanged when the sum is 0), `weights` for `"sum"`."""
+    if reduction != "mean":
+        return weights
+    total = ops.sum(weights)
+    return weights / ops.where(ops.not_equal(total, 0.0), total, 1.0)
 
 
 def token_chunker(hidden, vocab_size):
