@@ -60,6 +60,8 @@ from keras_encdec.ops.mask_rule import window_from_options
 from keras_encdec.utils import dispatch
 
 ATTENTION_IMPLS = ("xla", "pallas", "flex", "sdpa", "dense")
+# The impls that take a materialized boolean mask per key set.
+DENSE_MASK_IMPLS = ("sdpa", "dense")
 
 # Masked keys get the finite `MASKED_LOGIT`, so a fully masked row gives a
 # uniform distribution instead of NaN (as transformers' additive mask does).
@@ -311,16 +313,24 @@ def dot_product_attention(
         query_segment_ids=query_segment_ids,
         key_segment_ids=key_segment_ids,
     )
-    if impl in ("dense", "sdpa"):
+    if impl in DENSE_MASK_IMPLS:
         mask = rule.dense_mask(ops.shape(query)[1], ops.shape(key)[1])
-        if impl == "sdpa":
-            return attention_sdpa.sdpa_attention_parts(
-                query, [(key, value, mask)], scale=scale)
-        return dense_attention_parts(
-            query, [(key, value, mask)], scale=scale, soft_cap=soft_cap,
-            probabilities_dropout=probabilities_dropout)
+        return attend_masked_parts(
+            impl, query, [(key, value, mask)], scale=scale,
+            soft_cap=soft_cap, probabilities_dropout=probabilities_dropout)
     return attend_parts(impl, query, [(key, value, rule)], scale=scale,
                         soft_cap=soft_cap)
+
+
+def attend_masked_parts(impl, query, parts, *, scale, soft_cap=None,
+                        probabilities_dropout=None):
+    """One softmax over `(key, value, bool mask)` parts, by an impl of
+    `DENSE_MASK_IMPLS` (`resolve_impl` has checked that it runs)."""
+    if impl == "sdpa":
+        return attention_sdpa.sdpa_attention_parts(query, parts, scale=scale)
+    return dense_attention_parts(
+        query, parts, scale=scale, soft_cap=soft_cap,
+        probabilities_dropout=probabilities_dropout)
 
 
 def _check_options(soft_cap):

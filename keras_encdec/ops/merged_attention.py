@@ -28,7 +28,6 @@ into the one softmax, with exact gradients.
 from keras import ops
 
 from keras_encdec.ops import attention
-from keras_encdec.ops import attention_sdpa
 from keras_encdec.ops.attention_dense import check_heads
 from keras_encdec.ops.attention_parts import attend_parts
 from keras_encdec.ops.mask_rule import KeyWindow
@@ -215,16 +214,13 @@ def merged_dot_product_attention(
         cross_padding_mask=cross_padding_mask, query_offset=query_offset,
         query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids,
         cross_segment_ids=cross_segment_ids)
-    if impl in ("dense", "sdpa"):
+    if impl in attention.DENSE_MASK_IMPLS:
         length = ops.shape(query)[1]
         parts = [(key, value, self_rule.dense_mask(length, ops.shape(key)[1])),
                  (cross_key, cross_value,
                   cross_rule.dense_mask(length, ops.shape(cross_key)[1]))]
-        if impl == "sdpa":
-            return attention_sdpa.sdpa_attention_parts(query, parts,
-                                                       scale=scale)
-        return attention.dense_attention_parts(query, parts, scale=scale,
-                                               soft_cap=soft_cap)
+        return attention.attend_masked_parts(impl, query, parts, scale=scale,
+                                             soft_cap=soft_cap)
     return attend_parts(
         impl, query, [(key, value, self_rule),
                       (cross_key, cross_value, cross_rule)],
