@@ -53,6 +53,7 @@ def test_token_chunks_with_fused_gradient_match_reference(
     """`impl="xla"` with a reduction and no `chunk_size` walks token chunks
     and builds the gradient in the forward (token_chunked.py)."""
     monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_ELEMENTS", rows * V)
+    monkeypatch.setattr(token_chunked, "TORCH_TOKEN_CHUNK_ELEMENTS", rows * V)
     monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_MIN", 1)
     assert token_chunked.resolve_token_chunk(N, V) == rows
     calls = []
@@ -62,6 +63,23 @@ def test_token_chunks_with_fused_gradient_match_reference(
     check_against_reference("xla", cap=cap, reduction=reduction,
                             weighted=weighted)
     assert calls
+
+
+@pytest.mark.parametrize("cap", [None, 30.0])
+def test_fused_gradient_filter_matches_vocabulary_walk(cap):
+    """`filter_eps` drops the same gradient entries on both walks; 0.5
+    drops every softmax entry except the target's."""
+    hidden, embedding, labels, _ = make_problem(n=64)
+    kwargs = dict(impl="xla", filter_eps=0.5, logit_soft_cap=cap,
+                  reduction="sum")
+    fused = value_and_grads(hidden, embedding, labels, **kwargs)
+    walk = value_and_grads(hidden, embedding, labels, chunk_size=300,
+                           **kwargs)
+    for name, a, b in zip(("loss", "dh", "de"), fused, walk):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+    unfiltered = value_and_grads(hidden, embedding, labels, impl="xla",
+                                 logit_soft_cap=cap, reduction="sum")
+    assert np.abs(unfiltered[2] - fused[2]).max() > 1e-3  # it filtered
 
 
 def test_large_vocabularies_keep_the_vocabulary_walk(monkeypatch):

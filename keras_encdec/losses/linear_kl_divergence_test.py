@@ -70,6 +70,7 @@ def test_token_chunks_with_fused_gradient_match_reference(
     """`impl="xla"` with a reduction and no `chunk_size` walks token
     chunks and builds the gradient in the forward (token_chunked.py)."""
     monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_ELEMENTS", rows * V)
+    monkeypatch.setattr(token_chunked, "TORCH_TOKEN_CHUNK_ELEMENTS", rows * V)
     monkeypatch.setattr(token_chunked, "TOKEN_CHUNK_MIN", 1)
     assert token_chunked.resolve_token_chunk(N, V) == rows
     h, e, th, te, mask = make_problem(masked=masked)

@@ -46,15 +46,23 @@ from keras_encdec.losses.dense import soft_cap
 
 # Elements of one `[C, V]` fp32 buffer: C = TOKEN_CHUNK_ELEMENTS // V,
 # within [TOKEN_CHUNK_MIN, TOKEN_CHUNK_MAX] rows.
-# Tuned with tools/benchmark_kd_loss.py (BENCHMARKS.md).
+# Tuned with tools/benchmark_kd_loss.py (BENCHMARKS.md). Eager torch
+# (`token_chunked_torch.py`) makes a few passes over each chunk, which run
+# faster on 4 MiB chunks than on 16 MiB ones: at N=1024, D=256, V=8192, 128
+# rows took 0.6-0.8x the time of 512 (BENCHMARKS.md, issue 16).
 TOKEN_CHUNK_ELEMENTS = 2**22
+TORCH_TOKEN_CHUNK_ELEMENTS = 2**20
 TOKEN_CHUNK_MIN = 8
 TOKEN_CHUNK_MAX = 1024
 
 
 def resolve_token_chunk(num_tokens, vocab_size):
-    """Rows per token chunk: about `TOKEN_CHUNK_ELEMENTS / V`, at most N."""
-    rows = TOKEN_CHUNK_ELEMENTS // max(vocab_size, 1)
+    """Rows per token chunk: about `TOKEN_CHUNK_ELEMENTS / V` (torch:
+    `TORCH_TOKEN_CHUNK_ELEMENTS / V`), at most N."""
+    elements = (TORCH_TOKEN_CHUNK_ELEMENTS
+                if keras.backend.backend() == "torch"
+                else TOKEN_CHUNK_ELEMENTS)
+    rows = elements // max(vocab_size, 1)
     rows = max(TOKEN_CHUNK_MIN, min(TOKEN_CHUNK_MAX, rows))
     return max(1, min(rows, num_tokens))
 
@@ -103,6 +111,17 @@ def reduction_weights(weights, reduction):
     return weights / ops.where(ops.not_equal(total, 0.0), total, 1.0)
 
 
+def _static_rows(hidden, vocab_size):
+    """Rows per token chunk for `hidden [N, D]`; N must be static."""
+    num_tokens = hidden.shape[0]
+    if num_tokens is None:
+        raise ValueError(
+            "The token-chunked losses need a static token count. Received "
+            f"hidden.shape={tuple(hidden.shape)}."
+        )
+    return resolve_token_chunk(num_tokens, vocab_size)
+
+
 def token_chunker(hidden, vocab_size):
     """`(chunks, unchunk)` for the static token count of `hidden [N, D]`.
 
@@ -110,12 +129,7 @@ def token_chunker(hidden, vocab_size):
     get weight 0); `unchunk(y)` maps `[K, C, ...]` back to `[N, ...]`.
     """
     num_tokens = hidden.shape[0]
-    if num_tokens is None:
-        raise ValueError(
-            "The token-chunked losses need a static token count. Received "
-            f"hidden.shape={tuple(hidden.shape)}."
-        )
-    rows = resolve_token_chunk(num_tokens, vocab_size)
+    rows = _static_rows(hidden, vocab_size)
     num_chunks = math.ceil(num_tokens / rows)
     pad = num_chunks * rows - num_tokens
 
@@ -196,6 +210,14 @@ def reduced_ce_grad_in_forward(
     Returns:
         float32 scalar. Gradients reach `hidden` and `embedding` only.
     """
+    if keras.backend.backend() == "torch":
+        from keras_encdec.losses import token_chunked_torch
+
+        return token_chunked_torch.reduced_ce(
+            hidden, embedding, labels, token_weights,
+            _static_rows(hidden, embedding.shape[0]),
+            logit_soft_cap=logit_soft_cap, filter_eps=filter_eps,
+        )
     chunks, unchunk = token_chunker(hidden, embedding.shape[0])
     cols = ops.arange(embedding.shape[0], dtype="int32")[None, :]  # [1, V]
 
@@ -253,6 +275,15 @@ def reduced_kl_grad_in_forward(
     Returns:
         float32 scalar. Gradients reach `hidden` and `embedding` only.
     """
+    if keras.backend.backend() == "torch":
+        from keras_encdec.losses import token_chunked_torch
+
+        return token_chunked_torch.reduced_kl(
+            hidden, embedding, teacher_hidden, teacher_embedding,
+            token_weights, _static_rows(hidden, embedding.shape[0]),
+            temperature=temperature, logit_soft_cap=logit_soft_cap,
+            teacher_logit_soft_cap=teacher_logit_soft_cap,
+        )
     chunks, unchunk = token_chunker(hidden, embedding.shape[0])
     inv_t = 1.0 / float(temperature)
 
