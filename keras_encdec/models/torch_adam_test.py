@@ -29,10 +29,11 @@ def _adam_pair(**kwargs):
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])
-def test_fast_update_is_keras_adam_bit_for_bit(monkeypatch, amsgrad):
+def test_chunked_update_is_keras_adam_bit_for_bit(monkeypatch, amsgrad):
     import torch
 
     monkeypatch.setattr(torch_adam, "CHUNK", 7)  # several slices + remainder
+    monkeypatch.setattr(torch_adam, "FUSED", False)
     (slow, slow_vars), (fast, fast_vars) = _adam_pair(amsgrad=amsgrad)
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -43,6 +44,34 @@ def test_fast_update_is_keras_adam_bit_for_bit(monkeypatch, amsgrad):
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
         )
+    assert int(fast.iterations.numpy()) == 3
+
+
+@pytest.mark.parametrize("epsilon", [1e-7, 0.3])
+def test_fused_update_matches_keras_adam(monkeypatch, epsilon):
+    """torch's fused kernel with the rescaled epsilon gives Keras' update
+    (epsilon added to sqrt(v), not to the bias-corrected root): equal up
+    to float rounding. A large epsilon makes the placement matter."""
+    import torch
+
+    calls = []
+    fused = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_",
+                        lambda *a, **k: calls.append(1) or fused(*a, **k))
+    (slow, slow_vars), (fast, fast_vars) = _adam_pair(epsilon=epsilon)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        grads = [rng.normal(size=s).astype("float32") for s in SHAPES]
+        slow.apply([torch.tensor(g) for g in grads], slow_vars)
+        fast.apply([torch.tensor(g) for g in grads], fast_vars)
+    assert calls
+    for a, b in zip(slow_vars + slow.variables, fast_vars + fast.variables):
+        a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        np.testing.assert_allclose(b, a, rtol=2e-6, atol=1e-7)
+    # torch's own epsilon placement differs by far more than that.
+    moved = keras.ops.convert_to_numpy(fast_vars[0])
+    start = np.random.default_rng(0).normal(size=SHAPES[0]).astype("float32")
+    assert np.abs(moved - start).max() > 1e-3
     assert int(fast.iterations.numpy()) == 3
 
 
