@@ -71,6 +71,15 @@ class _FusedLoss(torch.autograd.Function):
         return grad_h, (d_e * g).to(ctx.e_dtype), None
 
 
+def _fused_loss(hidden, embedding, rows, chunk_fn):
+    """The scalar of `_walk(hidden, embedding, rows, chunk_fn)`, with its
+    gradient for `hidden` and `embedding`."""
+    return _FusedLoss.apply(
+        hidden, embedding,
+        lambda: _walk(hidden, embedding, rows, chunk_fn),
+    )
+
+
 def reduced_ce(hidden, embedding, labels, token_weights, rows,
                logit_soft_cap=None, filter_eps=None):
     """`sum_n token_weights[n] * CE_n`, gradient built in the forward.
@@ -95,10 +104,7 @@ def reduced_ce(hidden, embedding, labels, token_weights, rows,
             d.mul_(dcap)
         return loss, d
 
-    return _FusedLoss.apply(
-        hidden, embedding,
-        lambda: _walk(hidden, embedding, rows, chunk_fn),
-    )
+    return _fused_loss(hidden, embedding, rows, chunk_fn)
 
 
 def reduced_kl(hidden, embedding, teacher_hidden, teacher_embedding,
@@ -132,7 +138,4 @@ def reduced_kl(hidden, embedding, teacher_hidden, teacher_embedding,
             d.mul_(dcap)
         return loss, d
 
-    return _FusedLoss.apply(
-        hidden, embedding,
-        lambda: _walk(hidden, embedding, rows, chunk_fn),
-    )
+    return _fused_loss(hidden, embedding, rows, chunk_fn)
