@@ -14,10 +14,6 @@ labels and in-place scalings, and the `[V, D]` gradient accumulates with
 import torch
 
 
-def _matmul_dtype_cast(d, dtype):
-    return d if d.dtype == dtype else d.to(dtype)
-
-
 def _walk(h, e, rows, chunk_fn):
     """`(total, d_h, d_e)`: `chunk_fn(start, stop)` returns a chunk's
     weighted loss sum and its fp32 logit gradient `[C, V]` (may be
@@ -30,7 +26,7 @@ def _walk(h, e, rows, chunk_fn):
         stop = min(start + rows, num_tokens)
         loss, d = chunk_fn(start, stop)
         total += loss
-        d = _matmul_dtype_cast(d, h.dtype)
+        d = d.to(h.dtype)  # matmul dtype; no copy when equal
         torch.mm(d, e, out=d_h[start:stop])
         if h.dtype == torch.float32:
             d_e.addmm_(d.t(), h[start:stop])

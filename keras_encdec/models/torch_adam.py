@@ -48,7 +48,8 @@ _FUSED_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def fast_adam_update(optimizer, grads, variables, learning_rate):
-    """Keras torch `Adam._parallel_update_step`, chunked, in place on CPU.
+    """Keras torch `Adam._parallel_update_step`, in place on CPU: fused
+    where torch's kernel applies (`_fused_update`), chunked elsewhere.
 
     Args:
         optimizer: the Keras torch `Adam` whose slots are updated.
@@ -62,16 +63,18 @@ def fast_adam_update(optimizer, grads, variables, learning_rate):
         return type(optimizer)._parallel_update_step(
             optimizer, grads, variables, learning_rate
         )
+    dtype = variables[0].value.dtype  # Keras' scalar dtype
+    if FUSED and not optimizer.amsgrad:
+        variables, grads = _fused_update(optimizer, grads, variables,
+                                         learning_rate)
+        if not variables:
+            return
     # The scalars exactly as Keras computes them.
-    dtype = variables[0].value.dtype
     lr = ops.cast(learning_rate, dtype)
     local_step = ops.cast(optimizer.iterations + 1, dtype)
     beta_1_power = ops.power(ops.cast(optimizer.beta_1, dtype), local_step)
     beta_2_power = ops.power(ops.cast(optimizer.beta_2, dtype), local_step)
     alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-    if FUSED and not optimizer.amsgrad:
-        variables, grads = _fused_update(optimizer, grads, variables,
-                                         learning_rate)
     scratch = {}
     for variable, grad in zip(variables, grads):
         index = optimizer._get_variable_index(variable)
@@ -137,11 +140,11 @@ def _fused_update(optimizer, grads, variables, learning_rate):
         # sqrt(v). Scaled, the two updates are equal.
         epsilon = float(optimizer.epsilon) / (1.0 - beta_2**step) ** 0.5
         steps = torch.full((), step, dtype=torch.float32)
+        lr = float(ops.convert_to_numpy(learning_rate))
         for params, grad_list, momentums, velocities in groups.values():
             torch._fused_adam_(
                 params, grad_list, momentums, velocities, [],
-                [steps] * len(params),
-                lr=float(ops.convert_to_numpy(learning_rate)),
+                [steps] * len(params), lr=lr,
                 beta1=float(optimizer.beta_1),
                 beta2=beta_2, weight_decay=0.0, eps=epsilon,
                 amsgrad=False, maximize=False,

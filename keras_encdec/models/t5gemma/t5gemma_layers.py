@@ -77,10 +77,9 @@ class Projection(keras.layers.EinsumDense):
         kernel = self.kernel
         if isinstance(kernel, keras.Variable):
             kernel = kernel.value
-        x = inputs
         flat = kernel.reshape(-1, *kernel.shape[count:]).flatten(1)
-        out = torch.matmul(x.flatten(-count) if count > 1 else x, flat)
-        return out.reshape(*x.shape[:-count], *kernel.shape[count:])
+        out = torch.matmul(inputs.flatten(-count), flat)
+        return out.reshape(*inputs.shape[:-count], *kernel.shape[count:])
 
 
 def einsum_dense(equation, output_shape, name, initializer_range, dtype):
