@@ -8,11 +8,13 @@ through `keras_encdec.models.fast_decode`. The task provides `backbone`
 (`encode`, `decode`, `decoder_layers`), `compute_logits` and `sampler`.
 """
 
+import keras
 from keras import ops
 from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_encdec.models import fast_decode
 from keras_encdec.models import fast_decode_greedy
+from keras_encdec.models import greedy_sampler
 
 
 class EncDecGenerationMixin:
@@ -188,7 +190,10 @@ class EncDecGenerationMixin:
             )
             return ops.squeeze(logits, axis=1), None, cache
 
-        return self.sampler(
+        sampler = self.sampler
+        if keras.backend.backend() != "torch":
+            sampler = greedy_sampler.for_compiled_loop(sampler)
+        return sampler(
             next=next,
             prompt=decoder_token_ids,
             cache=cache,

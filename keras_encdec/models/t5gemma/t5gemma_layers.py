@@ -38,17 +38,23 @@ def contracted_axes(equation):
 
 @register
 class Projection(keras.layers.EinsumDense):
-    """`EinsumDense` that runs as one `torch.matmul` on torch where it can.
+    """`EinsumDense` that runs as one matmul where it can.
 
     Where the equation contracts the input's trailing axes with the
     kernel's leading ones (`"btd,dnh->btnh"`, `"td,df->tf"`,
-    `"btnh,nhd->btd"`), without bias or activation, torch multiplies the
-    flattened axes: `torch.einsum` parses the equation and permutes on every
-    call, 20-35 us more than `matmul` per projection on a 2-core CPU (64
-    projections per T5Gemma 2 forward), and its backward is a chain of
-    permutes and `bmm`s. Same results up to float rounding; LoRA included
-    (the `kernel` property merges it). Other backends, and other
-    equations, run `EinsumDense.call`.
+    `"btnh,nhd->btd"`), without bias or activation, the flattened axes are
+    multiplied:
+    - on torch, every such projection: `torch.einsum` parses the equation
+      and permutes on every call, 20-35 us more than `matmul` per
+      projection on a 2-core CPU (64 projections per T5Gemma 2 forward),
+      and its backward is a chain of permutes and `bmm`s;
+    - on JAX and TensorFlow, those that contract two or more axes (the
+      attention output, `"btnh,nhd->btd"`): XLA otherwise lays the
+      `[heads, head_dim, hidden]` kernel out again, a copy of the whole
+      kernel on every decode step (T5Gemma 2 decoding on JAX: 1.86-1.98k
+      -> 2.03k tokens/s, BENCHMARKS.md).
+    Same results up to float rounding; LoRA included (the `kernel`
+    property merges it). Other equations run `EinsumDense.call`.
 
     Examples:
 
@@ -65,13 +71,23 @@ class Projection(keras.layers.EinsumDense):
         return super().quantize(mode, type_check=False, config=config)
 
     def call(self, inputs, training=None):
-        count = contracted_axes(self.equation) if _TORCH else 0
+        count = contracted_axes(self.equation)
         if (
             not count
+            or (count == 1 and not _TORCH)
             or self.bias is not None
             or self.activation is not keras.activations.linear
         ):
             return super().call(inputs, training=training)
+        if not _TORCH:
+            kernel = ops.convert_to_tensor(self.kernel)
+            kept = tuple(kernel.shape[count:])
+            width = 1
+            for size in kernel.shape[:count]:
+                width *= size
+            flat = ops.reshape(inputs, (*ops.shape(inputs)[:-count], width))
+            out = ops.matmul(flat, ops.reshape(kernel, (width, -1)))
+            return ops.reshape(out, (*ops.shape(inputs)[:-count], *kept))
         import torch
 
         kernel = self.kernel
