@@ -17,11 +17,20 @@ other jobs hits both alike; the table gives medians and ours/theirs ratios
   batch `--decode-batch`, fixed length (no stop token), in new tokens/s;
 - import time of `keras_encdec.models` per backend (fresh interpreter).
 
+`--warm` runs each side once, untimed, right before each of its timed runs:
+steady-state figures. Without it, each timed run follows the other side's
+run, and on this project's CI VM (a Firecracker guest with nested paging)
+memory left untouched for 20 ms or more is slow to touch again: a chain of
+jitted matmuls over 26 MiB of weights takes 1.6 ms back to back, 5 ms after
+20 ms asleep and 43 ms after 0.5 s (`BENCHMARKS.md`). Both sides pay that
+(30-40 ms per generate call here), which weighs most on the faster one.
+
 Usage:
     python tools/benchmark_vs_transformers.py
     python tools/benchmark_vs_transformers.py --backends torch --repeats 3
     python tools/benchmark_vs_transformers.py --torch-threads 1  # loaded CPU
     python tools/benchmark_vs_transformers.py --family t5gemma2 --no-train
+    python tools/benchmark_vs_transformers.py --warm  # steady state
 
 Config (ANCHORS section 9): V=8192, width 256, FFN 1024, 4+4 layers,
 4 heads / 2 kv heads x 64, float32, CPU. T5Gemma 2 adds the published
@@ -106,12 +115,15 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def _interleaved(pairs, repeats):
-    """`{name: [seconds, ...]}`, alternating which of the two runs first."""
+def _interleaved(pairs, repeats, warm=False):
+    """`{name: [seconds, ...]}`, alternating which of the two runs first;
+    with `warm`, each timed run right after an untimed one of its own."""
     times = {name: [] for name in pairs}
     names = list(pairs)
     for repeat in range(repeats):
         for name in names if repeat % 2 == 0 else names[::-1]:
+            if warm:
+                pairs[name]()
             times[name].append(_timed(pairs[name]))
     return times
 
@@ -215,7 +227,7 @@ def run_backend(args):
             fn()  # Compile / warm up at this length.
         same = float(np.mean(outputs["ours"] == outputs["transformers"]))
         results[f"decode_{new_tokens}_tok_per_s"] = _interleaved(
-            pairs, args.repeats
+            pairs, args.repeats, args.warm
         )
         results[f"decode_{new_tokens}_same_tokens"] = same
     # Training last: the two optimizers' updates differ in rounding, and
@@ -223,7 +235,8 @@ def run_backend(args):
     if not args.no_train:
         for fn in steps.values():
             fn()  # Compile / warm up.
-        results["train_step_ms"] = _interleaved(steps, args.repeats)
+        results["train_step_ms"] = _interleaved(steps, args.repeats,
+                                                args.warm)
     print("RESULTS " + json.dumps({"backend": keras.backend.backend(),
                                    "results": results}))
 
@@ -257,6 +270,9 @@ def main():
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--import-repeats", type=int, default=2)
+    parser.add_argument("--warm", action="store_true",
+                        help="an untimed run of the same side right before "
+                        "each timed run (steady state)")
     parser.add_argument("--no-train", action="store_true",
                         help="decode and import time only")
     parser.add_argument("--torch-threads", type=int, default=0,
@@ -269,7 +285,8 @@ def main():
         return run_backend(args)
     print(f"family={args.family} config={CONFIG} train batch={args.batch}x{args.length} "
           f"decode batch={args.decode_batch} source={args.source_length} "
-          f"torch threads={args.torch_threads or 'default'}")
+          f"torch threads={args.torch_threads or 'default'} "
+          f"warm={args.warm}")
     print(f"| backend | metric | transformers | ours | ours / transformers "
           "| load (1 min) |")
     print("|---|---|---|---|---|---|")
