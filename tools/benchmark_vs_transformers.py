@@ -21,8 +21,9 @@ other jobs hits both alike; the table gives medians and ours/theirs ratios
 steady-state figures. Without it, each timed run follows the other side's
 run, and on this project's CI VM (a Firecracker guest with nested paging)
 memory left untouched for 20 ms or more is slow to touch again: a chain of
-jitted matmuls over 26 MiB of weights takes 1.6 ms back to back, 5 ms after
-20 ms asleep and 43 ms after 0.5 s (`BENCHMARKS.md`). Both sides pay that
+jitted matmuls over 26 MiB of weights takes 1.8-2.1 ms back to back,
+3.8-6.7 ms after 20 ms asleep and 17-47 ms after 0.5 s
+(`tools/probe_cold_memory.py`, BENCHMARKS.md). Both sides pay that
 (30-40 ms per generate call here), which weighs most on the faster one.
 
 Usage:

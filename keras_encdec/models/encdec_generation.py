@@ -191,7 +191,7 @@ class EncDecGenerationMixin:
             return ops.squeeze(logits, axis=1), None, cache
 
         sampler = self.sampler
-        if keras.backend.backend() != "torch":
+        if keras.backend.backend() in ("jax", "tensorflow"):
             sampler = greedy_sampler.for_compiled_loop(sampler)
         return sampler(
             next=next,

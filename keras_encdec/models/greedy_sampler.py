@@ -6,8 +6,9 @@ backend runs element by element: 64 us for `[4, 8192]` probabilities on a
 same index, the first position of the maximum (of the first NaN where
 there is one, as `argmax` does), as a max, a compare and a min: 17 us.
 `EncDecGenerationMixin` swaps a plain `GreedySampler` for
-`FirstMaxGreedySampler` on JAX and TensorFlow; the tokens are identical
-(tested). Torch runs its own greedy loop (`fast_decode_greedy`).
+`FirstMaxGreedySampler` on JAX and TensorFlow (on every device; measured
+on CPU); the tokens are identical (tested). Torch runs its own greedy loop
+(`fast_decode_greedy`).
 """
 
 from keras import ops
@@ -22,7 +23,10 @@ def first_max_index(x):
 
     Returns:
         An int32 tensor `[...]`: the first index of the largest entry, or
-        of the first NaN in rows that hold one.
+        of the first NaN in rows that hold one. (A softmax row holds no NaN
+        or only NaNs. In rows mixing NaNs and numbers, a TensorFlow graph
+        compiled by XLA, whose max skips NaNs, may give the largest
+        number's index where it comes before the first NaN.)
 
     Examples:
 
@@ -31,7 +35,7 @@ def first_max_index(x):
     >>> ops.convert_to_numpy(first_max_index(x)).tolist()
     [1, 0]
     """
-    size = x.shape[-1]
+    size = ops.shape(x)[-1]
     largest = ops.max(x, axis=-1, keepdims=True)
     hit = ops.logical_or(ops.equal(x, largest), ops.isnan(x))
     index = ops.arange(size, dtype="int32")

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_encdec.api import register
+from keras_encdec.errors import InputError
 from keras_encdec.weight_roles import projection_kernel
 from keras_encdec.utils.sublayer import call_sublayer
 
@@ -44,6 +45,7 @@ class Projection(keras.layers.EinsumDense):
     kernel's leading ones (`"btd,dnh->btnh"`, `"td,df->tf"`,
     `"btnh,nhd->btd"`), without bias or activation, the flattened axes are
     multiplied:
+
     - on torch, every such projection: `torch.einsum` parses the equation
       and permutes on every call, 20-35 us more than `matmul` per
       projection on a 2-core CPU (64 projections per T5Gemma 2 forward),
@@ -51,8 +53,10 @@ class Projection(keras.layers.EinsumDense):
     - on JAX and TensorFlow, those that contract two or more axes (the
       attention output, `"btnh,nhd->btd"`): XLA otherwise lays the
       `[heads, head_dim, hidden]` kernel out again, a copy of the whole
-      kernel on every decode step (T5Gemma 2 decoding on JAX: 1.86-1.98k
-      -> 2.03k tokens/s, BENCHMARKS.md).
+      kernel on every decode step (T5Gemma 2 decoding on JAX, with the
+      argmax of `greedy_sampler`: 1857-1981 -> 2030-2067 tokens/s,
+      BENCHMARKS.md).
+
     Same results up to float rounding; LoRA included (the `kernel`
     property merges it). Other equations run `EinsumDense.call`.
 
@@ -79,6 +83,15 @@ class Projection(keras.layers.EinsumDense):
             or self.activation is not keras.activations.linear
         ):
             return super().call(inputs, training=training)
+        contracted = tuple(self._kernel.shape[:count])
+        received = tuple(inputs.shape[-count:])
+        if any(a is not None and a != b for a, b in zip(received, contracted)):
+            # Flattening would multiply equal-sized but different axes.
+            raise InputError(
+                f"Projection {self.name!r} ({self.equation!r}) contracts "
+                f"input axes of sizes {contracted}. Received: input shape "
+                f"{tuple(inputs.shape)}."
+            )
         if not _TORCH:
             kernel = ops.convert_to_tensor(self.kernel)
             kept = tuple(kernel.shape[count:])

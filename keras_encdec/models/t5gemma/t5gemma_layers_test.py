@@ -1,5 +1,6 @@
-"""`Projection` (one matmul on torch) and the torch RMS norm give what
-`EinsumDense` and the `keras.ops` norm give, values and gradients."""
+"""`Projection` (one matmul where the equation allows) and the torch RMS
+norm give what `EinsumDense` and the `keras.ops` norm give, values and
+gradients, eager and compiled."""
 
 import keras
 import numpy as np
@@ -51,6 +52,7 @@ def _grads(layer, x, fn):
     [
         ("btd,dnh->btnh", (2, 5, 8), (None, 3, 4), False),
         ("btnh,nhd->btd", (2, 5, 3, 4), (None, 8), False),
+        ("btnh,nhd->btd", (2, 5, 3, 4), (None, 8), True),
         ("td,df->tf", (7, 8), (6,), True),
         ("btd,ndh->btnh", (2, 5, 8), (None, 3, 4), False),  # einsum
     ],
@@ -117,3 +119,41 @@ def test_rms_norm_matches_formula_with_gradients():
         ).backward()
         np.testing.assert_allclose(xt.grad.numpy(), x64t.grad.numpy(),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_projection_compiled_with_unknown_batch_and_length():
+    # The flattened matmul under jax.jit / an XLA tf.function whose input
+    # signature leaves batch and length unknown (torch: eager).
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 5, 3, 4)).astype("float32")
+    ours = Projection("btnh,nhd->btd", output_shape=(None, 8))
+    ref = keras.layers.EinsumDense("btnh,nhd->btd", output_shape=(None, 8))
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        run = jax.jit(lambda x: ours(x))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        run = tf.function(
+            lambda x: ours(x), jit_compile=True,
+            input_signature=[tf.TensorSpec((None, None, 3, 4), "float32")],
+        )
+    else:
+        run = ours
+    np.testing.assert_allclose(_numpy(run(x)), _numpy(ref(x)), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_projection_refuses_reordered_contracted_axes():
+    # [.., 4, 3] flattens to the same 12 values as [.., 3, 4]: without the
+    # check the matmul would run on the wrong pairing.
+    layer = Projection("btnh,nhd->btd", output_shape=(None, 8))
+    layer.build((2, 5, 3, 4))
+    with pytest.raises(ValueError, match=r"contracts input axes of sizes "
+                       r"\(3, 4\)\. Received: input shape \(2, 5, 4, 3\)"):
+        layer(np.ones((2, 5, 4, 3), "float32"))
