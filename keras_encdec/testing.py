@@ -17,6 +17,25 @@ TINY_TEXT = [
 ]
 
 
+def compiled(fn, input_signature=None):
+    """`fn` as compiled code runs it: `jax.jit` on jax, an XLA-compiled
+    `tf.function` on TensorFlow (`input_signature` may leave axes
+    unknown), `fn` itself on torch (eager)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True,
+                           input_signature=input_signature)
+    return fn
+
+
 def train_sentencepiece(
     vocab_size=64, text=TINY_TEXT, model_type="BPE", **options
 ):

@@ -1,7 +1,6 @@
 """`first_max_index` is `argmax`, and `FirstMaxGreedySampler` decodes the
 tokens keras-hub's `GreedySampler` decodes."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -11,6 +10,7 @@ from keras_hub.samplers import TopKSampler
 from keras_encdec.models.greedy_sampler import FirstMaxGreedySampler
 from keras_encdec.models.greedy_sampler import first_max_index
 from keras_encdec.models.greedy_sampler import for_compiled_loop
+from keras_encdec.testing import compiled
 
 
 def _rows():
@@ -43,21 +43,6 @@ def test_first_max_index_is_argmax():
     assert mixed.sum() == 3
 
 
-def _compiled(fn):
-    """`fn` as the generation loop runs it: jitted on jax, an XLA-compiled
-    `tf.function` on TensorFlow (torch stays eager)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True)
-    return fn
-
-
 def test_first_max_index_compiled_in_a_loop():
     # Rows a softmax can produce: no NaN, or all NaN. (Compiled by XLA,
     # TensorFlow's max skips NaNs, so rows mixing NaNs and numbers follow
@@ -72,7 +57,7 @@ def test_first_max_index_compiled_in_a_loop():
 
         return ops.fori_loop(0, 3, body, ops.zeros((x.shape[0],), "int32"))
 
-    total = _compiled(loop)(ops.convert_to_tensor(x))
+    total = compiled(loop)(ops.convert_to_tensor(x))
     np.testing.assert_array_equal(ops.convert_to_numpy(total),
                                   [3 * np.argmax(r) for r in x])
 
@@ -101,7 +86,7 @@ def test_sampler_decodes_greedy_sampler_tokens(temperature):
     outputs = []
     for sampler in (GreedySampler(temperature=temperature),
                     FirstMaxGreedySampler(temperature=temperature)):
-        run = _compiled(lambda prompt, sampler=sampler: sampler(
+        run = compiled(lambda prompt, sampler=sampler: sampler(
             next=next, prompt=prompt, index=1, mask=mask))
         out = run(ops.convert_to_tensor(prompt))
         outputs.append(ops.convert_to_numpy(out))

@@ -2,6 +2,7 @@
 gated MLP."""
 
 import functools
+import math
 
 import keras
 from keras import ops
@@ -95,9 +96,7 @@ class Projection(keras.layers.EinsumDense):
         if not _TORCH:
             kernel = ops.convert_to_tensor(self.kernel)
             kept = tuple(kernel.shape[count:])
-            width = 1
-            for size in kernel.shape[:count]:
-                width *= size
+            width = math.prod(contracted)
             flat = ops.reshape(inputs, (*ops.shape(inputs)[:-count], width))
             out = ops.matmul(flat, ops.reshape(kernel, (width, -1)))
             return ops.reshape(out, (*ops.shape(inputs)[:-count], *kept))

@@ -9,6 +9,7 @@ import pytest
 from keras_encdec.models.t5gemma.t5gemma_layers import Projection
 from keras_encdec.models.t5gemma.t5gemma_layers import T5GemmaRMSNormalization
 from keras_encdec.models.t5gemma.t5gemma_layers import contracted_axes
+from keras_encdec.testing import compiled
 
 TORCH = keras.backend.backend() == "torch"
 
@@ -131,20 +132,12 @@ def test_projection_compiled_with_unknown_batch_and_length():
     ours.build(x.shape)
     ref.build(x.shape)
     ref.set_weights(ours.get_weights())
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        run = jax.jit(lambda x: ours(x))
-    elif backend == "tensorflow":
+    signature = None
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        run = tf.function(
-            lambda x: ours(x), jit_compile=True,
-            input_signature=[tf.TensorSpec((None, None, 3, 4), "float32")],
-        )
-    else:
-        run = ours
+        signature = [tf.TensorSpec((None, None, 3, 4), "float32")]
+    run = compiled(lambda x: ours(x), input_signature=signature)
     np.testing.assert_allclose(_numpy(run(x)), _numpy(ref(x)), rtol=1e-5,
                                atol=1e-6)
 
