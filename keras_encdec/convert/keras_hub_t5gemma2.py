@@ -234,7 +234,7 @@ def load_backbone(cls, folder, load_weights=True, text_only=False, **kwargs):
     >>> import keras_hub
     >>> from keras_encdec.models import T5Gemma2Backbone
     >>> folder = tempfile.mkdtemp()
-    >>> keras_hub.models.T5Gemma2Backbone(
+    >>> hub = keras_hub.models.T5Gemma2Backbone(
     ...     vocabulary_size=32, encoder_hidden_dim=16,
     ...     encoder_intermediate_dim=32, encoder_num_layers=1,
     ...     encoder_num_attention_heads=2, encoder_num_key_value_heads=1,
@@ -242,8 +242,12 @@ def load_backbone(cls, folder, load_weights=True, text_only=False, **kwargs):
     ...     decoder_hidden_dim=16, decoder_intermediate_dim=32,
     ...     decoder_num_layers=1, decoder_num_attention_heads=2,
     ...     decoder_num_key_value_heads=1, decoder_head_dim=8,
-    ...     decoder_layer_types=["full_attention"], eoi_token_index=30,
-    ... ).save_to_preset(folder)
+    ...     decoder_layer_types=["full_attention"], eoi_token_index=30)
+    >>> # One token table, as in the released checkpoints (a new keras-hub
+    >>> # backbone draws two).
+    >>> table = hub.token_embedding.embeddings
+    >>> _ = hub.decoder_token_embedding.embeddings.assign(table)
+    >>> hub.save_to_preset(folder)
     >>> backbone = load_backbone(T5Gemma2Backbone, folder)
     >>> backbone.decoder_num_kv_heads
     1

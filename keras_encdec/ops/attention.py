@@ -303,6 +303,7 @@ def dot_product_attention(
     (2, 5, 4, 8)
     """
     _check_options(soft_cap)
+    query, key, value = (ops.convert_to_tensor(t) for t in (query, key, value))
     impl = resolve_impl(impl, query, key, probabilities_dropout,
                         soft_cap=soft_cap)
     check_heads(query, key)

@@ -105,3 +105,24 @@ def test_one_query_attention_equals_one_softmax_over_all_parts():
     dense = attention.dense_attention_parts(query, parts, scale=0.4,
                                             soft_cap=3.0)
     np.testing.assert_allclose(ops.convert_to_numpy(dense), want, atol=1e-5)
+
+
+def test_numpy_inputs_give_the_backend_tensor_result():
+    # Public ops take numpy arrays on every backend, as `keras.ops` do
+    # (torch's sdpa path needs torch tensors inside).
+    from keras_encdec.ops.merged_attention import merged_dot_product_attention
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(2, 5, 4, 8)).astype("float32")
+    kv = rng.normal(size=(2, 5, 2, 8)).astype("float32")
+    enc = rng.normal(size=(2, 7, 2, 8)).astype("float32")
+    t = ops.convert_to_tensor
+    for fn, arrays, kwargs in (
+        (dot_product_attention, (q, kv, kv), dict(causal=True)),
+        (merged_dot_product_attention, (q, kv, kv, enc, enc), {}),
+    ):
+        from_numpy = fn(*arrays, scale=0.3, **kwargs)
+        from_tensors = fn(*(t(a) for a in arrays), scale=0.3, **kwargs)
+        np.testing.assert_array_equal(ops.convert_to_numpy(from_numpy),
+                                      ops.convert_to_numpy(from_tensors))
+        assert float(np.abs(ops.convert_to_numpy(from_numpy)).sum()) > 0

@@ -197,6 +197,9 @@ def merged_dot_product_attention(
     >>> tuple(out.shape)
     (2, 5, 4, 8)
     """
+    query, key, value, cross_key, cross_value = (
+        ops.convert_to_tensor(t)
+        for t in (query, key, value, cross_key, cross_value))
     for name, tensor in (("cross_key", cross_key),
                          ("cross_value", cross_value), ("value", value)):
         if tuple(tensor.shape[-2:]) != tuple(key.shape[-2:]):

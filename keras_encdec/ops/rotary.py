@@ -26,6 +26,7 @@ def apply_rotary_embedding(x, positions, max_wavelength=10000.0):
     >>> tuple(y.shape)
     (1, 3, 2, 4)
     """
+    x = ops.convert_to_tensor(x)
     head_dim = x.shape[-1]
     if head_dim % 2:
         raise ValueError(
@@ -73,5 +74,6 @@ def segment_positions(segment_ids):
                        constant_values=-1)
     starts = ops.where(ops.not_equal(segment_ids, previous), index, 0)
     last_start = ops.associative_scan(ops.maximum, starts, axis=1)
-    # TensorFlow's scan loses the static rank: restore the input's shape.
-    return index - ops.reshape(last_start, shape)
+    # TensorFlow's scan loses the static rank: restore the input's shape;
+    # torch's returns floats.
+    return index - ops.cast(ops.reshape(last_start, shape), "int32")

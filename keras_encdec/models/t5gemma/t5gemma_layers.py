@@ -132,9 +132,10 @@ class T5GemmaRMSNormalization(keras.layers.Layer):
     Examples:
 
     >>> import numpy as np
+    >>> from keras import ops
     >>> norm = T5GemmaRMSNormalization()
     >>> y = norm(np.array([[3.0, 4.0]], "float32"))
-    >>> [round(float(v), 4) for v in np.asarray(y)[0]]
+    >>> [round(float(v), 4) for v in ops.convert_to_numpy(y)[0]]
     [0.8485, 1.1314]
     """
 

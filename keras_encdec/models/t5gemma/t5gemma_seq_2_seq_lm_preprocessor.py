@@ -42,16 +42,18 @@ class T5GemmaSeq2SeqLMPreprocessor(Seq2SeqLMPreprocessor):
     >>> buffer = io.BytesIO()
     >>> sentencepiece.SentencePieceTrainer.train(
     ...     sentence_iterator=iter(["the quick brown fox jumped"] * 10),
-    ...     model_writer=buffer, vocab_size=20, model_type="WORD",
+    ...     model_writer=buffer, vocab_size=9, model_type="WORD",
     ...     pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
     ...     eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>")
     >>> preprocessor = T5GemmaSeq2SeqLMPreprocessor(
     ...     T5GemmaTokenizer(proto=buffer.getvalue()),
     ...     encoder_sequence_length=6, decoder_sequence_length=4)
+    >>> from keras import ops
     >>> x, y, w = preprocessor(
     ...     {"encoder_text": ["the fox"], "decoder_text": ["quick fox"]})
-    >>> x["decoder_token_ids"].tolist()[0][:1], y.tolist()[0][2]
-    ([2], 1)
+    >>> start = ops.convert_to_numpy(x["decoder_token_ids"])[0, 0]
+    >>> int(start), int(ops.convert_to_numpy(y)[0, 2])
+    (2, 1)
     """
 
     backbone_cls = T5GemmaBackbone

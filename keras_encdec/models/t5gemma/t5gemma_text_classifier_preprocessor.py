@@ -80,7 +80,7 @@ class T5GemmaTextClassifierPreprocessor(TextClassifierPreprocessor):
 
         >>> preprocessor = T5GemmaTextClassifierPreprocessor.from_preset(
         ...     "t5gemma_tiny_random", sequence_length=8)
-        >>> preprocessor(["hello"])["token_ids"].shape
+        >>> tuple(preprocessor(["hello"])["token_ids"].shape)
         (1, 8)
         """
         _, folder = preset_loader.resolve(preset, cls.presets)

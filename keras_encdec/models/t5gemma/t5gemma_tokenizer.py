@@ -27,7 +27,7 @@ class T5GemmaTokenizer(SentencePieceTokenizer):
     >>> buffer = io.BytesIO()
     >>> sentencepiece.SentencePieceTrainer.train(
     ...     sentence_iterator=iter(["the quick brown fox jumped"] * 10),
-    ...     model_writer=buffer, vocab_size=20, model_type="WORD",
+    ...     model_writer=buffer, vocab_size=9, model_type="WORD",
     ...     pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
     ...     eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>")
     >>> tokenizer = T5GemmaTokenizer(proto=buffer.getvalue())

@@ -33,7 +33,7 @@ class T5Gemma2TextClassifierPreprocessor(T5GemmaTextClassifierPreprocessor):
     >>> from keras_encdec.testing import train_sentencepiece
     >>> preprocessor = T5Gemma2TextClassifierPreprocessor(
     ...     T5Gemma2Tokenizer(proto=train_sentencepiece()), sequence_length=6)
-    >>> preprocessor(["the fox"])["token_ids"].shape
+    >>> tuple(preprocessor(["the fox"])["token_ids"].shape)
     (1, 6)
     """
 

@@ -64,7 +64,8 @@ class T5Gemma2ImageConverter(Gemma3ImageConverter):
     >>> converter = T5Gemma2ImageConverter(28)
     >>> images = [np.zeros((40, 30, 3), "uint8"), np.full((9, 50, 3), 255.0)]
     >>> pixels = converter.convert(images)
-    >>> tuple(pixels.shape), float(pixels.min()), float(pixels.max())
+    >>> lowest, highest = float(pixels.min()), float(pixels.max())
+    >>> tuple(pixels.shape), round(lowest, 4), round(highest, 4)
     ((2, 28, 28, 3), -1.0, 1.0)
     """
 

@@ -30,8 +30,8 @@ class T5Gemma2Embedding(keras.layers.ReversibleEmbedding):
 
     >>> import numpy as np
     >>> layer = T5Gemma2Embedding(8, 4, eoi_token_index=5)
-    >>> x = layer(np.array([[1, 5]]))
-    >>> float(np.abs(np.asarray(x)[0, 1]).sum())  # eoi_embedding starts at 0
+    >>> x = ops.convert_to_numpy(layer(np.array([[1, 5]])))
+    >>> float(np.abs(x[0, 1]).sum())  # eoi_embedding starts at 0
     0.0
     """
 
