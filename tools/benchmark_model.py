@@ -29,8 +29,10 @@ length 256, float32.
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -89,6 +91,7 @@ def _models(config):
     )
     # Our keras-hub loader reads the very same weights.
     folder = tempfile.mkdtemp(prefix="t5gemma_bench_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     theirs.backbone.save_to_preset(folder)
     ours = T5GemmaSeq2SeqLM.from_preset(folder)
     assert theirs.count_params() == ours.count_params(), "configs differ"
@@ -126,6 +129,7 @@ def _t5gemma2_models(config):
         keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
     )
     folder = tempfile.mkdtemp(prefix="t5gemma2_bench_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     theirs.backbone.save_to_preset(folder)
     ours = T5Gemma2Seq2SeqLM.from_preset(folder)
     # keras-hub keeps two copies of the shared table; ours keeps one, plus

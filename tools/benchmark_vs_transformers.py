@@ -40,8 +40,10 @@ Gemma 3's layer pattern (5 sliding : 1 full, so 4 sliding blocks here).
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,7 +98,8 @@ def _build(config, family):
         hf_cls = transformers.T5GemmaForConditionalGeneration
     ours = lm_cls(backbone_cls(vocabulary_size=config["vocabulary_size"],
                                **stacks))
-    folder = tempfile.mkdtemp()
+    folder = tempfile.mkdtemp(prefix="benchmark_vs_transformers_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     ours.export_to_transformers(folder)
     if family == "t5gemma2":
         hf_config = transformers.AutoConfig.from_pretrained(folder)
