@@ -353,6 +353,22 @@ def seq2seq_inputs(ids, mask, encoder_length=7):
     }
 
 
+def greedy_inputs(source, new_tokens, start_token_id=2):
+    """`generate` inputs decoding `new_tokens` tokens after a start token:
+    the encoder reads all of `source [batch, length]`, the decoder prompt
+    is the start token alone (zeros after it, masked)."""
+    prompt = np.zeros((source.shape[0], new_tokens + 1), "int32")
+    prompt[:, 0] = start_token_id
+    mask = np.zeros_like(prompt)
+    mask[:, 0] = 1
+    return {
+        "encoder_token_ids": source,
+        "encoder_padding_mask": np.ones_like(source),
+        "decoder_token_ids": prompt,
+        "decoder_padding_mask": mask,
+    }
+
+
 # Unbalanced widths, GQA 4:1 in the decoder, windows of 3 (shorter than the
 # test sequences) and the default soft-caps: the generation tests' model.
 UNBALANCED_GQA_CONFIG = dict(

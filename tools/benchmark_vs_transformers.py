@@ -26,6 +26,15 @@ jitted matmuls over 26 MiB of weights takes 1.8-2.1 ms back to back,
 (`tools/probe_cold_memory.py`, BENCHMARKS.md). Both sides pay that
 (30-40 ms per generate call here), which weighs most on the faster one.
 
+Each train step's minor page faults are counted too (medians). XLA's CPU
+runtime takes all of a step's intermediates from malloc as one block on
+every call (about 0.5 GiB for T5Gemma 2 here); glibc maps a block that
+large afresh and unmaps it on free, so our step faults in about 133,000
+fresh 4 KiB pages, where transformers' tensors mostly reuse the heap glibc
+keeps. The header prints `GLIBC_TUNABLES` and the kernel's transparent huge
+page mode, which change that count; BENCHMARKS.md (eighth session) has
+what they did to the times.
+
 Usage:
     python tools/benchmark_vs_transformers.py
     python tools/benchmark_vs_transformers.py --backends torch --repeats 3
@@ -43,6 +52,7 @@ import argparse
 import atexit
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -113,22 +123,36 @@ def _build(config, family):
     return ours, theirs
 
 
-def _timed(fn):
+def _minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _timed(fn, faults=None):
+    """Seconds `fn()` took; appends the minor page faults it caused to the
+    list `faults` if given."""
+    before = _minor_faults()
     start = time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if faults is not None:
+        faults.append(_minor_faults() - before)
+    return seconds
 
 
-def _interleaved(pairs, repeats, warm=False):
+def _interleaved(pairs, repeats, warm=False, faults=None):
     """`{name: [seconds, ...]}`, alternating which of the two runs first;
-    with `warm`, each timed run right after an untimed one of its own."""
+    with `warm`, each timed run right after an untimed one of its own.
+    With a dict `faults`, also `faults[name]`: minor page faults per run."""
     times = {name: [] for name in pairs}
     names = list(pairs)
     for repeat in range(repeats):
         for name in names if repeat % 2 == 0 else names[::-1]:
             if warm:
                 pairs[name]()
-            times[name].append(_timed(pairs[name]))
+            times[name].append(_timed(
+                pairs[name],
+                None if faults is None else faults.setdefault(name, []),
+            ))
     return times
 
 
@@ -161,6 +185,8 @@ def run_backend(args):
         torch.set_num_threads(args.torch_threads)
 
     import keras
+
+    from keras_encdec import testing
 
     ours, theirs = _build(CONFIG, args.family)
     vocab = CONFIG["vocabulary_size"]
@@ -198,16 +224,7 @@ def run_backend(args):
     theirs.eval()
     source = ids(args.decode_batch, args.source_length)
     for new_tokens in args.new_tokens:
-        prompt = np.zeros((args.decode_batch, new_tokens + 1), "int32")
-        prompt[:, 0] = 2
-        mask = np.zeros_like(prompt)
-        mask[:, 0] = 1
-        inputs = {
-            "encoder_token_ids": source,
-            "encoder_padding_mask": np.ones_like(source),
-            "decoder_token_ids": prompt,
-            "decoder_padding_mask": mask,
-        }
+        inputs = testing.greedy_inputs(source, new_tokens)
         hf_source = torch.tensor(source, dtype=torch.long)
         outputs = {}
 
@@ -239,8 +256,10 @@ def run_backend(args):
     if not args.no_train:
         for fn in steps.values():
             fn()  # Compile / warm up.
+        faults = {}
         results["train_step_ms"] = _interleaved(steps, args.repeats,
-                                                args.warm)
+                                                args.warm, faults)
+        results["train_step_page_faults"] = faults
     print("RESULTS " + json.dumps({"backend": keras.backend.backend(),
                                    "results": results}))
 
@@ -259,6 +278,16 @@ def import_seconds(backend):
 
 def _load():
     return os.getloadavg()[0]
+
+
+def _transparent_hugepages():
+    """The kernel's THP mode (`always`, `madvise` or `never`), or `n/a`."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            modes = f.read().split()
+    except OSError:
+        return "n/a"
+    return next((m[1:-1] for m in modes if m.startswith("[")), "n/a")
 
 
 def main():
@@ -290,8 +319,10 @@ def main():
     print(f"family={args.family} config={CONFIG} train batch={args.batch}x{args.length} "
           f"decode batch={args.decode_batch} source={args.source_length} "
           f"torch threads={args.torch_threads or 'default'} "
-          f"warm={args.warm}")
-    print(f"| backend | metric | transformers | ours | ours / transformers "
+          f"warm={args.warm} "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} "
+          f"THP={_transparent_hugepages()}")
+    print("| backend | metric | transformers | ours | ours / transformers "
           "| load (1 min) |")
     print("|---|---|---|---|---|---|")
     for backend in args.backends:
@@ -311,6 +342,10 @@ def main():
                 continue
             ours, theirs = (statistics.median(times[k])
                             for k in ("ours", "transformers"))
+            if metric.endswith("_page_faults"):
+                print(f"| {backend} | {metric} | {theirs:.0f} | {ours:.0f} "
+                      f"| | {load:.1f} |", flush=True)
+                continue
             if metric.startswith("decode_"):
                 new = int(metric.split("_")[1]) * args.decode_batch
                 ours, theirs = new / ours, new / theirs

@@ -126,7 +126,7 @@ class EncDecGenerationMixin:
             caches=layer_caches,
             cache_update_index=cache_update_index,
         )
-        logits = self.compute_logits(hidden_states)
+        logits = self.compute_logits(hidden_states, cached=True)
         return logits, hidden_states, (tuple(layer_caches), encoder_padding_mask)
 
     def fast_prefill(self, fast_step, inputs, max_length, index):

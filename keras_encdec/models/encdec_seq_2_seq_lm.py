@@ -23,6 +23,7 @@ from keras_encdec.models.encdec_inputs import has_segment_ids
 from keras_encdec.models.encdec_generation import EncDecGenerationMixin
 from keras_encdec.models.shuffled_fit import ShuffledFitMixin
 from keras_encdec.models.task_guards import TaskGuardsMixin
+from keras_encdec.models import vocab_major_head
 from keras_encdec.models.torch_adam import use_fast_adam_update
 from keras_encdec.objectives import training as training_objective
 from keras_encdec.utils.validation import check_known_kwargs
@@ -359,11 +360,20 @@ class EncDecSeq2SeqLM(
             loss = loss + self._aggregate_additional_loss(extra)
         return loss
 
-    def compute_logits(self, hidden_states):
-        """Maps decoder hidden states to soft-capped vocabulary logits."""
-        logits = self.backbone.decoder_token_embedding(
-            hidden_states, reverse=True
-        )
+    def compute_logits(self, hidden_states, cached=False):
+        """Maps decoder hidden states to soft-capped vocabulary logits.
+
+        `cached=True` marks a cached decoder pass (`call_with_cache`): for
+        one position per row (`hidden_states [batch, 1, D]`, a decode step)
+        on JAX's CPU backend, a plain tied table then multiplies in
+        vocabulary order (`keras_encdec/models/vocab_major_head.py`).
+        """
+        embedding = self.backbone.decoder_token_embedding
+        one_position = len(hidden_states.shape) == 3 and hidden_states.shape[1] == 1
+        if cached and one_position and vocab_major_head.applies(embedding):
+            logits = vocab_major_head.logits(embedding, hidden_states)
+        else:
+            logits = embedding(hidden_states, reverse=True)
         return soft_cap(logits, self.backbone.final_logit_soft_cap)
 
 
