@@ -363,7 +363,7 @@ class EncDecSeq2SeqLM(
     def compute_logits(self, hidden_states, cached=False):
         """Maps decoder hidden states to soft-capped vocabulary logits.
 
-        `cached=True` marks a cached decoder pass (`call_with_cache`): for
+        `cached=True` marks a cached decoder pass (`call_decoder_with_cache`): for
         one position per row (`hidden_states [batch, 1, D]`, a decode step)
         on JAX's CPU backend, a plain tied table then multiplies in
         vocabulary order (`keras_encdec/models/vocab_major_head.py`).

@@ -12,11 +12,11 @@ eighth session): 8192 x 256 0.41 -> 0.32 ms, 262144 x 640 50.5 -> 46.0 ms;
 with 1 and 16 rows it is as fast or faster too. The same products, summed
 by another kernel: logits can differ in the last bits.
 
-Used by `EncDecGenerationMixin.call_with_cache` for decode steps (one
-position per row; a prefill's `[rows, V]` logits would need a transposed
-copy as large) on JAX with a CPU default backend, for a plain tied table
-(no quantization, reverse dtype or layer soft-cap); everywhere else the
-embedding layer's own reverse call runs.
+Used by `EncDecGenerationMixin.call_decoder_with_cache` for one position
+per row (decode steps; a longer prefill's `[rows, V]` logits would need a
+transposed copy as large) on JAX with a CPU default backend, for a plain
+tied table (no quantization, LoRA, reverse dtype or layer soft-cap);
+everywhere else the embedding layer's own reverse call runs.
 """
 
 import keras
@@ -35,6 +35,7 @@ def applies(embedding):
         and getattr(embedding, "reverse_dtype", None) is None
         and getattr(embedding, "logit_soft_cap", None) is None
         and embedding.quantization_mode is None
+        and not getattr(embedding, "lora_enabled", False)
     )
 
 
@@ -50,6 +51,8 @@ def logits(embedding, hidden_states):
     """
     import jax
 
+    # The layer's top-level call rounds the table to its compute dtype
+    # (Keras' autocast scope); `generate` calls it at top level.
     table = ops.cast(embedding.embeddings, embedding.compute_dtype)
     vocab_size, dim = table.shape
     lead = tuple(ops.shape(hidden_states)[:-1])

@@ -30,6 +30,9 @@ def test_applies_only_to_a_plain_tied_table_on_jax_cpu():
     quantized = _embedding()
     quantized.quantize("int8")
     assert not vocab_major_head.applies(quantized)
+    with_lora = _embedding()
+    with_lora.enable_lora(2)
+    assert not vocab_major_head.applies(with_lora)
 
 
 @pytest.mark.skipif(not ON_JAX, reason="the path runs on JAX only")
@@ -41,6 +44,22 @@ def test_logits_equal_the_reverse_call(shape):
     got = ops.convert_to_numpy(vocab_major_head.logits(layer, h))
     assert got.shape == shape[:-1] + (64,)
     assert np.max(np.abs(got - expected)) <= 1e-5
+
+
+@pytest.mark.skipif(not ON_JAX, reason="the path runs on JAX only")
+def test_logits_round_like_the_layer_under_mixed_precision():
+    layer = keras.layers.ReversibleEmbedding(64, 16, dtype="mixed_bfloat16")
+    layer.build((None,))
+    rng = np.random.default_rng(4)
+    layer.embeddings.assign(rng.normal(size=(64, 16)).astype("float32"))
+    h = ops.cast(rng.normal(size=(3, 1, 16)).astype("float32"), "bfloat16")
+    expected = layer(h, reverse=True)
+    got = vocab_major_head.logits(layer, h)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(ops.cast(got, "float32")),
+        ops.convert_to_numpy(ops.cast(expected, "float32")),
+    )
 
 
 def _lm():
@@ -69,12 +88,21 @@ def test_cached_logits_match_and_prefill_keeps_the_layer_call():
 
 
 @pytest.mark.skipif(not ON_JAX, reason="the path runs on JAX only")
-def test_generate_tokens_equal_the_layer_head():
+def test_generate_tokens_equal_the_layer_head(monkeypatch):
     lm = _lm()
     rng = np.random.default_rng(3)
     inputs = testing.greedy_inputs(rng.integers(3, 60, (2, 6)).astype("int32"), 8)
     lm.compile(sampler="greedy")
+    calls = []
+    traced = vocab_major_head.logits
+
+    def counting(*args):
+        calls.append(args[1].shape)
+        return traced(*args)
+
+    monkeypatch.setattr(vocab_major_head, "logits", counting)
     got = lm.generate(inputs, stop_token_ids=None)["decoder_token_ids"]
+    assert calls and all(tuple(shape)[1] == 1 for shape in calls)  # steps
     # The same model with the layer's own reverse call in every pass.
     reference = _lm()
     layer_head = type(reference).compute_logits
