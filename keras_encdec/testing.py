@@ -353,17 +353,21 @@ def seq2seq_inputs(ids, mask, encoder_length=7):
     }
 
 
-def greedy_inputs(source, new_tokens, start_token_id=2):
+def greedy_inputs(source, new_tokens, start_token_id=2,
+                  encoder_padding_mask=None):
     """`generate` inputs decoding `new_tokens` tokens after a start token:
-    the encoder reads all of `source [batch, length]`, the decoder prompt
-    is the start token alone (zeros after it, masked)."""
+    the encoder reads `source [batch, length]` (all of it, or where
+    `encoder_padding_mask` is 1), the decoder prompt is the start token
+    alone (zeros after it, masked)."""
     prompt = np.zeros((source.shape[0], new_tokens + 1), "int32")
     prompt[:, 0] = start_token_id
     mask = np.zeros_like(prompt)
     mask[:, 0] = 1
+    if encoder_padding_mask is None:
+        encoder_padding_mask = np.ones_like(source)
     return {
         "encoder_token_ids": source,
-        "encoder_padding_mask": np.ones_like(source),
+        "encoder_padding_mask": encoder_padding_mask,
         "decoder_token_ids": prompt,
         "decoder_padding_mask": mask,
     }

@@ -89,18 +89,12 @@ def test_greedy_generate_matches_transformers(tmp_path):
             max_new_tokens=new_tokens,
             do_sample=False,
         ).numpy()
-    prompt = np.zeros((3, new_tokens + 1), "int32")
-    prompt[:, 0] = 2  # <bos>, transformers' decoder_start_token_id.
-    mask = np.zeros_like(prompt)
-    mask[:, 0] = 1
     ours.compile(sampler="greedy")
     out = ours.generate(
-        {
-            "encoder_token_ids": batch["encoder_token_ids"],
-            "encoder_padding_mask": batch["encoder_padding_mask"],
-            "decoder_token_ids": prompt,
-            "decoder_padding_mask": mask,
-        },
+        testing.greedy_inputs(  # <bos> 2: transformers' decoder start.
+            batch["encoder_token_ids"], new_tokens,
+            encoder_padding_mask=batch["encoder_padding_mask"],
+        ),
         stop_token_ids=(1,),
     )
     tokens = np.where(out["decoder_padding_mask"], out["decoder_token_ids"], 0)
