@@ -33,7 +33,11 @@ large afresh and unmaps it on free, so our step faults in about 133,000
 fresh 4 KiB pages, where transformers' tensors mostly reuse the heap glibc
 keeps. The header prints `GLIBC_TUNABLES` and the kernel's transparent huge
 page mode, which change that count; BENCHMARKS.md (eighth session) has
-what they did to the times.
+what they did to the times. `--malloc tcmalloc` runs each backend's
+process (both sides) with gperftools' tcmalloc preloaded (`LD_PRELOAD`;
+Debian: `apt-get install libtcmalloc-minimal4`), which keeps freed memory
+for reuse: no fresh pages per step on either side (BENCHMARKS.md, ninth
+session).
 
 Usage:
     python tools/benchmark_vs_transformers.py
@@ -41,6 +45,7 @@ Usage:
     python tools/benchmark_vs_transformers.py --torch-threads 1  # loaded CPU
     python tools/benchmark_vs_transformers.py --family t5gemma2 --no-train
     python tools/benchmark_vs_transformers.py --warm  # steady state
+    python tools/benchmark_vs_transformers.py --malloc tcmalloc
 
 Config (ANCHORS section 9): V=8192, width 256, FFN 1024, 4+4 layers,
 4 heads / 2 kv heads x 64, float32, CPU. T5Gemma 2 adds the published
@@ -50,6 +55,7 @@ Gemma 3's layer pattern (5 sliding : 1 full, so 4 sliding blocks here).
 
 import argparse
 import atexit
+import ctypes.util
 import json
 import os
 import resource
@@ -175,8 +181,22 @@ def _start_backend():
     keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
 
 
+def _check_preloaded(library):
+    """Raises unless `library` (a `--malloc` choice) is mapped here: the
+    dynamic linker only warns when it cannot preload one."""
+    if library is None:
+        return
+    with open("/proc/self/maps") as f:
+        mapped = f.read()
+    if os.path.basename(library).split(".so")[0] not in mapped:
+        raise SystemExit(f"--malloc: {library} was not preloaded into the "
+                         "benchmark process (see the dynamic linker's "
+                         "message above).")
+
+
 def run_backend(args):
     """Every measurement on this process's backend; prints one JSON line."""
+    _check_preloaded(_malloc_library(args.malloc))
     _start_backend()
     import numpy as np
     import torch
@@ -290,6 +310,38 @@ def _transparent_hugepages():
     return next((m[1:-1] for m in modes if m.startswith("[")), "n/a")
 
 
+# gperftools' allocator; the minimal build is the one Debian ships alone.
+TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
+
+
+def _malloc_library(choice):
+    """The shared library to preload for `--malloc`, or None for glibc's.
+
+    `choice` is `glibc`, `tcmalloc` (found like the dynamic linker finds
+    libraries) or a path to an allocator's shared library.
+    """
+    if choice == "glibc":
+        return None
+    if choice == "tcmalloc":
+        for name in TCMALLOC_NAMES:
+            found = ctypes.util.find_library(name)
+            if found:
+                return found
+        raise SystemExit(
+            "--malloc tcmalloc: no libtcmalloc_minimal or libtcmalloc "
+            "found by the dynamic linker. Install it (Debian/Ubuntu: "
+            "`apt-get install libtcmalloc-minimal4`) or pass the library's "
+            "path, e.g. --malloc /usr/lib/x86_64-linux-gnu/"
+            "libtcmalloc_minimal.so.4."
+        )
+    if not os.path.isfile(choice):
+        raise SystemExit(
+            f"--malloc: expected `glibc`, `tcmalloc` or the path of a shared "
+            f"library; received {choice!r}, which is not a file."
+        )
+    return choice
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", choices=["t5gemma", "t5gemma2"],
@@ -312,14 +364,20 @@ def main():
                         help="torch intra-op threads in each process (both "
                         "sides on torch; transformers' side elsewhere); 0 "
                         "keeps torch's default")
+    parser.add_argument("--malloc", default="glibc",
+                        help="the allocator of each backend's process (both "
+                        "sides): `glibc` (default), `tcmalloc` (preloaded), "
+                        "or the path of an allocator's shared library")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return run_backend(args)
+    preload = _malloc_library(args.malloc)
     print(f"family={args.family} config={CONFIG} train batch={args.batch}x{args.length} "
           f"decode batch={args.decode_batch} source={args.source_length} "
           f"torch threads={args.torch_threads or 'default'} "
           f"warm={args.warm} "
+          f"malloc={preload or 'glibc'} "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} "
           f"THP={_transparent_hugepages()}")
     print("| backend | metric | transformers | ours | ours / transformers "
@@ -328,6 +386,9 @@ def main():
     for backend in args.backends:
         command = [sys.executable, __file__, "--worker"] + sys.argv[1:]
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        if preload:
+            env["LD_PRELOAD"] = " ".join(
+                filter(None, [preload, os.environ.get("LD_PRELOAD")]))
         load_before = _load()
         out = subprocess.run(command, env=env, capture_output=True, text=True)
         load = (load_before + _load()) / 2
