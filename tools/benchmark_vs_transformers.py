@@ -34,10 +34,12 @@ fresh 4 KiB pages, where transformers' tensors mostly reuse the heap glibc
 keeps. The header prints `GLIBC_TUNABLES` and the kernel's transparent huge
 page mode, which change that count; BENCHMARKS.md (eighth session) has
 what they did to the times. `--malloc tcmalloc` runs each backend's
-process (both sides) with gperftools' tcmalloc preloaded (`LD_PRELOAD`;
-Debian: `apt-get install libtcmalloc-minimal4`), which keeps freed memory
-for reuse: no fresh pages per step on either side (BENCHMARKS.md, ninth
-session).
+processes (both sides, and the import timing) with gperftools' tcmalloc
+preloaded (`LD_PRELOAD`; Debian/Ubuntu: `apt-get install
+libtcmalloc-minimal4`, or `libtcmalloc-minimal4t64`), which keeps freed
+memory for reuse: hundreds of page faults per step on either side instead
+of tens of thousands (BENCHMARKS.md, ninth session). The worker checks that `malloc` is the
+preloaded library's.
 
 Usage:
     python tools/benchmark_vs_transformers.py
@@ -181,22 +183,59 @@ def _start_backend():
     keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
 
 
+# The library the parent preloaded into a worker (`--malloc`), or absent.
+MALLOC_ENV = "BENCHMARK_VS_TRANSFORMERS_MALLOC"
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+class _LinkMap(ctypes.Structure):
+    _fields_ = [("l_addr", ctypes.c_void_p), ("l_name", ctypes.c_char_p)]
+
+
+RTLD_DI_LINKMAP = 2
+
+
+def _malloc_object():
+    """The file of the shared object whose `malloc` this process calls."""
+    process = ctypes.CDLL(None)
+    info = _DlInfo()
+    process.dladdr(ctypes.cast(process.malloc, ctypes.c_void_p),
+                   ctypes.byref(info))
+    return os.fsdecode(info.dli_fname)
+
+
 def _check_preloaded(library):
-    """Raises unless `library` (a `--malloc` choice) is mapped here: the
-    dynamic linker only warns when it cannot preload one."""
+    """Raises unless this process's `malloc` is defined by `library` (a
+    `--malloc` choice; None: nothing to check). The dynamic linker only
+    warns when it cannot preload a library, and a second allocator in
+    `LD_PRELOAD` is loaded but unused."""
     if library is None:
         return
-    with open("/proc/self/maps") as f:
-        mapped = f.read()
-    if os.path.basename(library).split(".so")[0] not in mapped:
-        raise SystemExit(f"--malloc: {library} was not preloaded into the "
+    try:
+        handle = ctypes.CDLL(library, mode=os.RTLD_NOLOAD)._handle
+    except OSError:
+        raise SystemExit(f"--malloc: {library} is not loaded in the "
                          "benchmark process (see the dynamic linker's "
-                         "message above).")
+                         "message above).") from None
+    link_map = ctypes.POINTER(_LinkMap)()
+    ctypes.CDLL(None).dlinfo(ctypes.c_void_p(handle), RTLD_DI_LINKMAP,
+                             ctypes.byref(link_map))
+    path = os.fsdecode(link_map.contents.l_name)
+    if os.path.realpath(_malloc_object()) != os.path.realpath(path):
+        raise SystemExit(f"--malloc: {library} is loaded, but the benchmark "
+                         f"process's malloc is {_malloc_object()}'s (an "
+                         "earlier LD_PRELOAD entry?).")
 
 
 def run_backend(args):
     """Every measurement on this process's backend; prints one JSON line."""
-    _check_preloaded(_malloc_library(args.malloc))
+    if MALLOC_ENV not in os.environ:
+        raise SystemExit("--worker is internal: run the benchmark without it.")
+    _check_preloaded(os.environ[MALLOC_ENV] or None)
     _start_backend()
     import numpy as np
     import torch
@@ -284,13 +323,13 @@ def run_backend(args):
                                    "results": results}))
 
 
-def import_seconds(backend):
-    """Seconds to `import keras_encdec.models` in a fresh interpreter."""
+def import_seconds(env):
+    """Seconds to `import keras_encdec.models` in a fresh interpreter with
+    the environment `env` (a worker's)."""
     code = (
         "import time; t = time.perf_counter(); import keras_encdec.models; "
         "print(time.perf_counter() - t)"
     )
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code], env=env,
                          capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
@@ -318,7 +357,7 @@ def _malloc_library(choice):
     """The shared library to preload for `--malloc`, or None for glibc's.
 
     `choice` is `glibc`, `tcmalloc` (found like the dynamic linker finds
-    libraries) or a path to an allocator's shared library.
+    libraries) or a path to an allocator's shared library (made absolute).
     """
     if choice == "glibc":
         return None
@@ -330,8 +369,9 @@ def _malloc_library(choice):
         raise SystemExit(
             "--malloc tcmalloc: no libtcmalloc_minimal or libtcmalloc "
             "found by the dynamic linker. Install it (Debian/Ubuntu: "
-            "`apt-get install libtcmalloc-minimal4`) or pass the library's "
-            "path, e.g. --malloc /usr/lib/x86_64-linux-gnu/"
+            "`apt-get install libtcmalloc-minimal4`, or "
+            "`libtcmalloc-minimal4t64` on newer releases) or pass the "
+            "library's path, e.g. --malloc /usr/lib/x86_64-linux-gnu/"
             "libtcmalloc_minimal.so.4."
         )
     if not os.path.isfile(choice):
@@ -339,7 +379,23 @@ def _malloc_library(choice):
             f"--malloc: expected `glibc`, `tcmalloc` or the path of a shared "
             f"library; received {choice!r}, which is not a file."
         )
-    return choice
+    if any(c in choice for c in " :"):
+        raise SystemExit(
+            f"--malloc: LD_PRELOAD splits paths at spaces and colons; "
+            f"received {choice!r}. Use a path without them (a symlink)."
+        )
+    return os.path.abspath(choice)
+
+
+def _worker_env(backend, preload):
+    """The environment of a worker on `backend`, with `preload` (a library
+    or None) first in `LD_PRELOAD` and named in `MALLOC_ENV`."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    env[MALLOC_ENV] = preload or ""
+    if preload:
+        env["LD_PRELOAD"] = " ".join(
+            filter(None, [preload, os.environ.get("LD_PRELOAD")]))
+    return env
 
 
 def main():
@@ -378,6 +434,7 @@ def main():
           f"torch threads={args.torch_threads or 'default'} "
           f"warm={args.warm} "
           f"malloc={preload or 'glibc'} "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r} "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} "
           f"THP={_transparent_hugepages()}")
     print("| backend | metric | transformers | ours | ours / transformers "
@@ -385,10 +442,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for backend in args.backends:
         command = [sys.executable, __file__, "--worker"] + sys.argv[1:]
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        if preload:
-            env["LD_PRELOAD"] = " ".join(
-                filter(None, [preload, os.environ.get("LD_PRELOAD")]))
+        env = _worker_env(backend, preload)
         load_before = _load()
         out = subprocess.run(command, env=env, capture_output=True, text=True)
         load = (load_before + _load()) / 2
@@ -416,7 +470,7 @@ def main():
                 ratio = theirs / ours
             print(f"| {backend} | {metric} | {theirs:.1f} | {ours:.1f} "
                   f"| {ratio:.2f}x | {load:.1f} |", flush=True)
-        seconds = [import_seconds(backend) for _ in range(args.import_repeats)]
+        seconds = [import_seconds(env) for _ in range(args.import_repeats)]
         print(f"| {backend} | import keras_encdec.models (s) | | "
               f"{statistics.median(seconds):.2f} | | {_load():.1f} |", flush=True)
 
