@@ -40,6 +40,15 @@ def concatenate_parts(parts, batch):
             ops.concatenate(masks, axis=-1))
 
 
+def _visible_rows(parts):
+    """`[batch or 1, T]` bool: whether a query row sees any key."""
+    visible = None
+    for _, _, mask in parts:
+        row = ops.any(mask, axis=-1)
+        visible = row if visible is None else ops.logical_or(visible, row)
+    return visible
+
+
 def dense_attention_parts(query, parts, *, scale, soft_cap=None,
                           probabilities_dropout=None):
     """Reference attention with ONE softmax over several key sets.
@@ -82,8 +91,17 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     # Half precision keeps the fp32 logit scaling.
     fold = keras.backend.standardize_dtype(query.dtype) in (
         "float32", "float64")
+    # The masks are added to the logits as a -1e30 bias (below), which
+    # leaves the logits' values as a select would, and saves the backward a
+    # select over the `[B, K, T, G, S]` gradient (T5Gemma 2's merged
+    # attention fwd+bwd 1.05-1.14x on jax; BENCHMARKS.md, ninth session). A
+    # query row that sees no key is zeroed instead, so that, as with a
+    # select, its uniform probabilities send no gradient to its query nor
+    # to the keys (`attention_blockwise_test.py` checks both gradients).
+    visible = ops.cast(_visible_rows(parts), query.dtype)[:, :, None, None]
     if fold:
-        query = query * (scale if soft_cap is None else scale / soft_cap)
+        visible = visible * (scale if soft_cap is None else scale / soft_cap)
+    query = ops.multiply(query, visible)
     query = ops.reshape(
         query, (batch, query_length, num_kv_heads, groups, head_dim)
     )
@@ -97,8 +115,9 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
                 part = part / soft_cap
         if soft_cap is not None:
             part = ops.tanh(part) * soft_cap
-        logits.append(ops.where(mask[:, None, :, None, :], part,
-                                MASKED_LOGIT))
+        # float32: a masked logit (|x| < 1e22) plus -1e30 is -1e30 exactly.
+        bias = ops.where(mask, 0.0, MASKED_LOGIT)[:, None, :, None, :]
+        logits.append(part + bias)
         lengths.append(ops.shape(key)[1])
     logits = logits[0] if len(parts) == 1 else ops.concatenate(logits, -1)
     probabilities = ops.softmax(logits, axis=-1)  # [B, K, T, G, sum S_i]
