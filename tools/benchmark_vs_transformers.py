@@ -38,8 +38,8 @@ processes (both sides, and the import timing) with gperftools' tcmalloc
 preloaded (`LD_PRELOAD`; Debian/Ubuntu: `apt-get install
 libtcmalloc-minimal4`, or `libtcmalloc-minimal4t64`), which keeps freed
 memory for reuse: hundreds of page faults per step on either side instead
-of tens of thousands (BENCHMARKS.md, ninth session). The worker checks that `malloc` is the
-preloaded library's.
+of tens of thousands (BENCHMARKS.md, ninth session). The worker checks
+that `malloc` is the preloaded library's.
 
 Usage:
     python tools/benchmark_vs_transformers.py
@@ -225,10 +225,11 @@ def _check_preloaded(library):
     ctypes.CDLL(None).dlinfo(ctypes.c_void_p(handle), RTLD_DI_LINKMAP,
                              ctypes.byref(link_map))
     path = os.fsdecode(link_map.contents.l_name)
-    if os.path.realpath(_malloc_object()) != os.path.realpath(path):
+    malloc_file = _malloc_object()
+    if os.path.realpath(malloc_file) != os.path.realpath(path):
         raise SystemExit(f"--malloc: {library} is loaded, but the benchmark "
-                         f"process's malloc is {_malloc_object()}'s (an "
-                         "earlier LD_PRELOAD entry?).")
+                         f"process's malloc is {malloc_file}'s (an earlier "
+                         "LD_PRELOAD entry?).")
 
 
 def run_backend(args):
