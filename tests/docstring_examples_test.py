@@ -20,6 +20,8 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "keras_encdec"
 ONLY_ON = {
     # torch's `flex_attention` (the "flex" attention impl).
     "keras_encdec.ops.attention_flex.flex_attention": ("torch",),
+    # A `jax.custom_vjp` function (JAX's CPU path of dense attention).
+    "keras_encdec.ops.attention_dense_jax.grouped_attention": ("jax",),
     # `keras.distribution`, which Keras has on JAX and TensorFlow.
     "keras_encdec.models.finetuning_mixin.FineTuningMixin.get_layout_map": (
         "jax", "tensorflow"),

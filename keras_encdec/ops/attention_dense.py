@@ -9,6 +9,7 @@ except on torch without soft-cap or dropout, where `"sdpa"` runs).
 import keras
 from keras import ops
 
+from keras_encdec.ops import attention_dense_jax
 from keras_encdec.ops.attention_decode import one_query_attention_parts
 from keras_encdec.ops.softmax_parts import MASKED_LOGIT
 
@@ -105,6 +106,14 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     query = ops.reshape(
         query, (batch, query_length, num_kv_heads, groups, head_dim)
     )
+    if len(parts) == 1 and fold and attention_dense_jax.applies(
+            query, parts[0][0], parts[0][1], probabilities_dropout):
+        key, value, mask = parts[0]
+        bias = ops.where(mask, 0.0, MASKED_LOGIT)[:, None, :, None, :]
+        output = attention_dense_jax.grouped_attention(query, key, value,
+                                                       bias, soft_cap)
+        return ops.reshape(output,
+                           (batch, query_length, num_heads, head_dim))
     logits, lengths = [], []
     for key, _, mask in parts:
         # `bktgs` is the order the batched matmul emits (no transpose copy).
