@@ -22,6 +22,7 @@ ONLY_ON = {
     "keras_encdec.ops.attention_flex.flex_attention": ("torch",),
     # A `jax.custom_vjp` function (JAX's CPU path of dense attention).
     "keras_encdec.ops.attention_dense_jax.grouped_attention": ("jax",),
+    "keras_encdec.ops.matmul_jax.matmul": ("jax",),
     # `keras.distribution`, which Keras has on JAX and TensorFlow.
     "keras_encdec.models.finetuning_mixin.FineTuningMixin.get_layout_map": (
         "jax", "tensorflow"),

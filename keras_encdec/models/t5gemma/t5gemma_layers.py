@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_encdec.api import register
 from keras_encdec.errors import InputError
+from keras_encdec.ops import matmul_jax
 from keras_encdec.weight_roles import projection_kernel
 from keras_encdec.utils.sublayer import call_sublayer
 
@@ -56,7 +57,11 @@ class Projection(keras.layers.EinsumDense):
       `[heads, head_dim, hidden]` kernel out again, a copy of the whole
       kernel on every decode step (T5Gemma 2 decoding on JAX, with the
       argmax of `greedy_sampler`: 1857-1981 -> 2030-2067 tokens/s,
-      BENCHMARKS.md).
+      BENCHMARKS.md);
+    - on JAX with a CPU default backend, for float32 operands, every such
+      projection, through `keras_encdec.ops.matmul_jax.matmul`: the same
+      product, with a kernel gradient XLA's CPU runtime computes faster
+      (train step 1.02-1.03x, BENCHMARKS.md, tenth session).
 
     Same results up to float rounding; LoRA included (the `kernel`
     property merges it). Other equations run `EinsumDense.call`.
@@ -79,11 +84,15 @@ class Projection(keras.layers.EinsumDense):
         count = contracted_axes(self.equation)
         if (
             not count
-            or (count == 1 and not _TORCH)
             or self.bias is not None
             or self.activation is not keras.activations.linear
         ):
             return super().call(inputs, training=training)
+        if not _TORCH:
+            kernel = ops.convert_to_tensor(self.kernel)
+            wide_grad = matmul_jax.applies(inputs, kernel)
+            if count == 1 and not wide_grad:
+                return super().call(inputs, training=training)
         contracted = tuple(self._kernel.shape[:count])
         received = tuple(inputs.shape[-count:])
         if any(a is not None and a != b for a, b in zip(received, contracted)):
@@ -94,12 +103,17 @@ class Projection(keras.layers.EinsumDense):
                 f"{tuple(inputs.shape)}."
             )
         if not _TORCH:
-            kernel = ops.convert_to_tensor(self.kernel)
             kept = tuple(kernel.shape[count:])
             width = math.prod(contracted)
-            flat = ops.reshape(inputs, (*ops.shape(inputs)[:-count], width))
-            out = ops.matmul(flat, ops.reshape(kernel, (width, -1)))
-            return ops.reshape(out, (*ops.shape(inputs)[:-count], *kept))
+            lead = tuple(ops.shape(inputs)[:-count])
+            kernel = ops.reshape(kernel, (width, -1))
+            if wide_grad:
+                flat = ops.reshape(inputs, (-1, width))
+                out = matmul_jax.matmul(flat, kernel)
+            else:
+                flat = ops.reshape(inputs, (*lead, width))
+                out = ops.matmul(flat, kernel)
+            return ops.reshape(out, (*lead, *kept))
         import torch
 
         kernel = self.kernel
