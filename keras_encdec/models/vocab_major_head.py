@@ -22,15 +22,15 @@ everywhere else the embedding layer's own reverse call runs.
 import keras
 from keras import ops
 
+from keras_encdec.utils import dispatch
+
 
 def applies(embedding):
     """Whether `embedding` (a `ReversibleEmbedding`) takes this path."""
     if keras.backend.backend() != "jax":
         return False
-    import jax
-
     return (
-        jax.default_backend() == "cpu"
+        dispatch.device_kind() == "cpu"
         and getattr(embedding, "tie_weights", False)
         and getattr(embedding, "reverse_dtype", None) is None
         and getattr(embedding, "logit_soft_cap", None) is None

@@ -50,6 +50,13 @@ def _visible_rows(parts):
     return visible
 
 
+def _logit_bias(mask):
+    """`[B or 1, 1, T, 1, S]` float32: 0 where `mask [B or 1, T, S]` is
+    true, `MASKED_LOGIT` where not. A float32 logit (|x| < 1e22) plus -1e30
+    is -1e30 exactly."""
+    return ops.where(mask, 0.0, MASKED_LOGIT)[:, None, :, None, :]
+
+
 def dense_attention_parts(query, parts, *, scale, soft_cap=None,
                           probabilities_dropout=None):
     """Reference attention with ONE softmax over several key sets.
@@ -110,12 +117,11 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
     query = ops.reshape(
         query, (batch, query_length, num_kv_heads, groups, head_dim)
     )
-    if len(parts) == 1 and fold and attention_dense_jax.applies(
+    if len(parts) == 1 and attention_dense_jax.applies(
             query, parts[0][0], parts[0][1], probabilities_dropout):
         key, value, mask = parts[0]
-        bias = ops.where(mask, 0.0, MASKED_LOGIT)[:, None, :, None, :]
-        output = attention_dense_jax.grouped_attention(query, key, value,
-                                                       bias, soft_cap)
+        output = attention_dense_jax.grouped_attention(
+            query, key, value, _logit_bias(mask), soft_cap)
         return ops.reshape(output,
                            (batch, query_length, num_heads, head_dim))
     logits, lengths = [], []
@@ -128,9 +134,7 @@ def dense_attention_parts(query, parts, *, scale, soft_cap=None,
                 part = part / soft_cap
         if soft_cap is not None:
             part = ops.tanh(part) * soft_cap
-        # float32: a masked logit (|x| < 1e22) plus -1e30 is -1e30 exactly.
-        bias = ops.where(mask, 0.0, MASKED_LOGIT)[:, None, :, None, :]
-        logits.append(part + bias)
+        logits.append(part + _logit_bias(mask))
         lengths.append(ops.shape(key)[1])
     logits = logits[0] if len(parts) == 1 else ops.concatenate(logits, -1)
     probabilities = ops.softmax(logits, axis=-1)  # [B, K, T, G, sum S_i]

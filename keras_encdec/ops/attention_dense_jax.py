@@ -28,7 +28,7 @@ Gradients agree with autodiff to float rounding
 
 import functools
 
-import keras
+from keras_encdec.utils import dispatch
 
 # `jax.lax.dot_general` dimension numbers. Shapes: query `[B, T, K, G, H]`,
 # key/value `[B, S, K, H]`, scores `[B, K, T, G, S]`.
@@ -40,15 +40,10 @@ _BY_KEY = (((2, 3), (2, 3)), ((0, 1), (0, 1)))  # [B, K, T, G, H] x scores
 
 
 def applies(query, key, value, probabilities_dropout):
-    """Whether `grouped_attention` runs for these operands: JAX with a CPU
-    default backend, float32 query, keys and values, no dropout."""
-    if keras.backend.backend() != "jax" or probabilities_dropout is not None:
-        return False
-    import jax
-
-    dtypes = {keras.backend.standardize_dtype(t.dtype)
-              for t in (query, key, value)}
-    return jax.default_backend() == "cpu" and dtypes == {"float32"}
+    """Whether `grouped_attention` runs for these operands: JAX computing on
+    the CPU, float32 query, keys and values, no dropout."""
+    return probabilities_dropout is None and dispatch.jax_cpu_float32(
+        query, key, value)
 
 
 def grouped_attention(query, key, value, bias, soft_cap):

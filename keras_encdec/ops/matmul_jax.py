@@ -16,22 +16,16 @@ backend for float32 operands (`applies`).
 
 import functools
 
-import keras
+from keras_encdec.utils import dispatch
 
 _KERNEL_GRAD = (((0,), (0,)), ((), ()))  # Contract the rows (tokens).
 _INPUT_GRAD = (((1,), (1,)), ((), ()))  # g [N, out] . kernel [in, out].
 
 
 def applies(inputs, kernel):
-    """Whether `matmul` runs for these operands: JAX with a CPU default
-    backend, float32 inputs and kernel."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    dtypes = {keras.backend.standardize_dtype(t.dtype)
-              for t in (inputs, kernel)}
-    return jax.default_backend() == "cpu" and dtypes == {"float32"}
+    """Whether `matmul` runs for these operands: JAX computing on the CPU,
+    float32 inputs and kernel."""
+    return dispatch.jax_cpu_float32(inputs, kernel)
 
 
 def matmul(inputs, kernel):

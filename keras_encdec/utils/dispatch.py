@@ -9,6 +9,8 @@ One convention for every op with an `impl=` flag:
   fallback), and for `impl=None` returns the first of the op's
   `candidates` that can run;
 - `device_kind(x)` is the one device probe (`"cpu"`, `"gpu"`, `"tpu"`);
+  `jax_cpu_float32(*tensors)` says where the XLA-CPU-specific gradients
+  apply;
 - `pallas_unavailable_reason()` is the one Pallas check (JAX backend on a
   GPU or TPU, or interpret mode through `INTERPRET_ENV`).
 
@@ -74,6 +76,26 @@ def device_kind(x=None):
 
         return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
     return "cpu"
+
+
+def jax_cpu_float32(*tensors):
+    """Whether this is JAX computing on the CPU and every tensor is float32:
+    where the XLA-CPU-specific gradients (`keras_encdec.ops.matmul_jax`,
+    `keras_encdec.ops.attention_dense_jax`) apply.
+
+    Examples:
+
+    >>> import keras, numpy as np
+    >>> jax_cpu_float32(np.ones(2, "float32")) == (
+    ...     keras.backend.backend() == "jax" and device_kind() == "cpu")
+    True
+    >>> jax_cpu_float32(np.ones(2, "float16"))
+    False
+    """
+    if keras.backend.backend() != "jax" or device_kind() != "cpu":
+        return False
+    return all(keras.backend.standardize_dtype(t.dtype) == "float32"
+               for t in tensors)
 
 
 def pallas_unavailable_reason(x=None):
