@@ -48,11 +48,16 @@ Usage:
     python tools/benchmark_vs_transformers.py --family t5gemma2 --no-train
     python tools/benchmark_vs_transformers.py --warm  # steady state
     python tools/benchmark_vs_transformers.py --malloc tcmalloc
+    python tools/benchmark_vs_transformers.py --dtype bfloat16 --no-train
 
 Config (ANCHORS section 9): V=8192, width 256, FFN 1024, 4+4 layers,
-4 heads / 2 kv heads x 64, float32, CPU. T5Gemma 2 adds the published
-270m/1b attention settings: sliding window 512, RoPE bases 1e4 / 1e6 and
-Gemma 3's layer pattern (5 sliding : 1 full, so 4 sliding blocks here).
+4 heads / 2 kv heads x 64, float32, CPU (`--dtype bfloat16`: both built
+in float32, then loaded in bfloat16, ours through Keras' `dtype`,
+transformers' through `from_pretrained(dtype=...)`; greedy tokens then
+differ between the two where bfloat16 rounding flips a near-tie). T5Gemma 2
+adds the published 270m/1b attention settings: sliding window 512, RoPE
+bases 1e4 / 1e6 and Gemma 3's layer pattern (5 sliding : 1 full, so 4
+sliding blocks here).
 """
 
 import argparse
@@ -88,8 +93,9 @@ TINY_VISION = dict(model_type="siglip_vision_model", hidden_size=16,
                    vision_use_head=False)
 
 
-def _build(config, family):
-    """Our LM of `family` with random weights, and transformers' copy."""
+def _build(config, family, dtype="float32"):
+    """Our LM of `family` with random weights, and transformers' copy, both
+    in `dtype` (`"float32"` or `"bfloat16"`: the float32 weights rounded)."""
     import torch
     import transformers
 
@@ -126,8 +132,15 @@ def _build(config, family):
         )
         kwargs["config"] = hf_config
         transformers.logging.set_verbosity_error()  # The unused tower's init.
-    theirs = hf_cls.from_pretrained(folder, dtype=torch.float32, **kwargs)
+    theirs = hf_cls.from_pretrained(folder, dtype=getattr(torch, dtype),
+                                    **kwargs)
     theirs.generation_config.eos_token_id = None
+    if dtype != "float32":  # Keras' `dtype` argument, as a user sets it.
+        backbone = ours.backbone
+        rounded = type(backbone).from_config(
+            dict(backbone.get_config(), dtype=dtype))
+        rounded.set_weights(backbone.get_weights())
+        ours = lm_cls(rounded)
     return ours, theirs
 
 
@@ -248,7 +261,7 @@ def run_backend(args):
 
     from keras_encdec import testing
 
-    ours, theirs = _build(CONFIG, args.family)
+    ours, theirs = _build(CONFIG, args.family, args.dtype)
     vocab = CONFIG["vocabulary_size"]
     rng = np.random.default_rng(0)
 
@@ -405,6 +418,9 @@ def main():
                         default="t5gemma")
     parser.add_argument("--backends", nargs="+",
                         default=["torch", "jax", "tensorflow"])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"],
+                        default="float32",
+                        help="both models' weights and compute dtype")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--decode-batch", type=int, default=4)
@@ -430,7 +446,7 @@ def main():
     if args.worker:
         return run_backend(args)
     preload = _malloc_library(args.malloc)
-    print(f"family={args.family} config={CONFIG} train batch={args.batch}x{args.length} "
+    print(f"family={args.family} dtype={args.dtype} config={CONFIG} train batch={args.batch}x{args.length} "
           f"decode batch={args.decode_batch} source={args.source_length} "
           f"torch threads={args.torch_threads or 'default'} "
           f"warm={args.warm} "

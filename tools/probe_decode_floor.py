@@ -178,19 +178,21 @@ def main(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; "
                          f"received {getattr(args, name)}.")
-    layers, head = decode_weight_shapes(args.family, args.width, args.ffn,
-                                  args.heads, args.kv_heads, args.head_dim,
-                                  args.layers, args.vocab)
+    layers, head = decode_weight_shapes(
+        args.family, args.width, args.ffn, args.heads, args.kv_heads,
+        args.head_dim, args.layers, args.vocab)
+    loop = dict(batch=args.batch, steps=args.steps, repeats=args.repeats)
+    # (name, bytes per weight, seconds per step)
     runs = [("jax float32", 4, lambda: jax_floor(
-        layers, head, args.batch, args.steps, args.repeats, "float32"))]
+        layers, head, dtype="float32", **loop))]
     if args.bf16:
         runs.append(("jax bfloat16", 2, lambda: jax_floor(
-            layers, head, args.batch, args.steps, args.repeats, "bfloat16")))
+            layers, head, dtype="bfloat16", **loop)))
     if not args.no_torch:
         for threads in (1, 2):
             runs.append((f"torch float32, {threads} thread(s)", 4,
                          lambda t=threads: torch_floor(
-                             layers, head, args.batch, args.steps, args.repeats, t)))
+                             layers, head, threads=t, **loop)))
     print(f"{args.family}: {sum(map(len, layers)) + 1} products a step, batch "
           f"{args.batch}, {args.steps}-step loop, medians of {args.repeats}")
     print("| run | weights MiB | ms/step | us/MiB | floor tok/s |")
