@@ -39,17 +39,21 @@ def _backbone(family):
     return models.T5GemmaBackbone(vocabulary_size=VOCAB, **stacks)
 
 
-def _step_kernel_sizes(backbone):
-    """Sizes of the decoder kernels a decode step multiplies, sorted."""
-    sizes = []
+def _step_kernel_shapes(backbone):
+    """The decoder kernels a decode step multiplies, as `(in, out)` matrix
+    shapes, sorted."""
+    shapes = []
     for weight in backbone.weights:
-        path = weight.path
+        path, shape = weight.path, tuple(weight.shape)
         if not (path.startswith("decoder_layer_") and path.endswith("kernel")):
             continue
         if "cross_attention/key" in path or "cross_attention/value" in path:
             continue
-        sizes.append(math.prod(weight.shape))
-    return sorted(sizes)
+        if "attention_output" in path:  # [heads, head_dim, width]
+            shapes.append((math.prod(shape[:-1]), shape[-1]))
+        else:  # [width, (heads, head_dim) or ffn] or [ffn, width]
+            shapes.append((shape[0], math.prod(shape[1:])))
+    return sorted(shapes)
 
 
 @pytest.mark.parametrize("family", ["t5gemma", "t5gemma2"])
@@ -59,12 +63,12 @@ def test_shapes_are_a_decode_steps_kernels(tool, family):
         CONFIG["num_heads"], CONFIG["num_kv_heads"], CONFIG["head_dim"],
         CONFIG["num_layers"], VOCAB)
     backbone = _backbone(family)
-    probed = sorted(a * b for layer in layers for a, b in layer.values())
-    assert probed == _step_kernel_sizes(backbone)
+    kernels = _step_kernel_shapes(backbone)
+    assert sorted(s for layer in layers for s in layer.values()) == kernels
     table = backbone.decoder_token_embedding.embeddings
     assert head == tuple(table.shape)
-    kernels = sum(_step_kernel_sizes(backbone)) + math.prod(table.shape)
-    assert tool._mib(layers, head, 4) == kernels * 4 / 2**20
+    size = sum(a * b for a, b in kernels) + math.prod(table.shape)
+    assert tool._mib(layers, head, 4) == size * 4 / 2**20
 
 
 @pytest.mark.parametrize("family", ["t5gemma", "t5gemma2"])

@@ -420,7 +420,8 @@ def main():
                         default=["torch", "jax", "tensorflow"])
     parser.add_argument("--dtype", choices=["float32", "bfloat16"],
                         default="float32",
-                        help="both models' weights and compute dtype")
+                        help="both models' weights and compute dtype "
+                        "(bfloat16: decoding only, with --no-train)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--decode-batch", type=int, default=4)
@@ -443,10 +444,17 @@ def main():
                         "or the path of an allocator's shared library")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.dtype != "float32" and not args.no_train:
+        parser.error(
+            f"--dtype {args.dtype} measures decoding only: with {args.dtype} "
+            "variables, Adam's 1e-4 steps round away and the train step "
+            "updates no weight. Add --no-train."
+        )
     if args.worker:
         return run_backend(args)
     preload = _malloc_library(args.malloc)
-    print(f"family={args.family} dtype={args.dtype} config={CONFIG} train batch={args.batch}x{args.length} "
+    print(f"family={args.family} dtype={args.dtype} config={CONFIG} "
+          f"train batch={args.batch}x{args.length} "
           f"decode batch={args.decode_batch} source={args.source_length} "
           f"torch threads={args.torch_threads or 'default'} "
           f"warm={args.warm} "

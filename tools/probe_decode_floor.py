@@ -13,8 +13,9 @@ ReLU and a residual add in between), in a loop:
   `keras_encdec/models/vocab_major_head.py` runs it; float32, and with
   `--bf16` also bfloat16 weights and rows multiplied with float32
   accumulation (`preferred_element_type`);
-- on torch: the same chain in eager mode (as transformers runs it), at 1
-  and 2 intra-op threads.
+- on torch: the same chain in eager mode as transformers runs it
+  (`torch.nn.functional.linear` over `[out, in]` weights), at 1 and 2
+  intra-op threads.
 
 It prints the weights' MiB, ms per step, microseconds per MiB and the
 tokens/s a decode step could reach if it did nothing else (`--batch` rows
@@ -120,26 +121,28 @@ def jax_floor(layers, head, batch, steps, repeats, dtype):
 
 def torch_floor(layers, head, batch, steps, repeats, threads):
     """Median seconds per step of the same chain in eager torch (float32)
-    at `threads` intra-op threads."""
+    at `threads` intra-op threads, each weight stored `[out, in]` and
+    applied with `torch.nn.functional.linear`, as `nn.Linear` does."""
     import torch
+    from torch.nn.functional import linear
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         generator = torch.Generator().manual_seed(0)
 
-        def weight(shape):
-            return torch.randn(*shape, generator=generator) * 0.02
+        def weight(rows, columns):
+            return torch.randn(rows, columns, generator=generator) * 0.02
 
-        weights = [{name: weight(shape) for name, shape in layer.items()}
+        weights = [{name: weight(cols, rows)  # [out, in]
+                    for name, (rows, cols) in layer.items()}
                    for layer in layers]
-        table = weight(head)
+        table = weight(*head)  # [vocab, width]: `lm_head.weight`
         x = torch.randn(batch, head[1], generator=generator)
 
         def step(h):
-            return _step(h, weights, table, torch.matmul, torch.relu,
-                         lambda t: t.mean(-1, keepdim=True),
-                         lambda table, h: h @ table.T)
+            return _step(h, weights, table, linear, torch.relu,
+                         lambda t: t.mean(-1, keepdim=True), linear)
 
         with torch.inference_mode():
             step(x)
