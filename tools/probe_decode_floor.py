@@ -53,6 +53,18 @@ def _mib(layers, head, itemsize):
     return sum(a * b for a, b in shapes) * itemsize / 2**20
 
 
+def _median_seconds(run, repeats):
+    """Median seconds of `repeats` calls of `run`, after one untimed call
+    (compilation, warm-up)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def _step(h, layers, head, matmul, relu, mean, head_logits):
     """One decode step's products on the running rows `h [batch, width]`,
     in a step's order and dependencies: q, k and v read `h`, the output
@@ -110,13 +122,8 @@ def jax_floor(layers, head, batch, steps, repeats, dtype):
     def run(h):
         return jax.lax.fori_loop(0, steps, body, (h, jnp.zeros((batch, 1))))
 
-    jax.block_until_ready(run(x))  # Compile.
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(x))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / steps
+    return _median_seconds(lambda: jax.block_until_ready(run(x)),
+                           repeats) / steps
 
 
 def torch_floor(layers, head, batch, steps, repeats, threads):
@@ -144,18 +151,15 @@ def torch_floor(layers, head, batch, steps, repeats, threads):
             return _step(h, weights, table, linear, torch.relu,
                          lambda t: t.mean(-1, keepdim=True), linear)
 
+        def run():
+            h = x
+            for _ in range(steps):
+                h, _ = step(h)
+
         with torch.inference_mode():
-            step(x)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                h = x
-                for _ in range(steps):
-                    h, _ = step(h)
-                times.append(time.perf_counter() - start)
+            return _median_seconds(run, repeats) / steps
     finally:
         torch.set_num_threads(previous)
-    return statistics.median(times) / steps
 
 
 def main(argv=None):

@@ -89,8 +89,9 @@ class Projection(keras.layers.EinsumDense):
         ):
             return super().call(inputs, training=training)
         if not _TORCH:
-            kernel = ops.convert_to_tensor(self.kernel)
-            wide_grad = matmul_jax.applies(inputs, kernel)
+            # Decided on the variable, so that the kernel (LoRA merged) is
+            # read once, and only where this call multiplies it itself.
+            wide_grad = matmul_jax.applies(inputs, self._kernel)
             if count == 1 and not wide_grad:
                 return super().call(inputs, training=training)
         contracted = tuple(self._kernel.shape[:count])
@@ -103,6 +104,7 @@ class Projection(keras.layers.EinsumDense):
                 f"{tuple(inputs.shape)}."
             )
         if not _TORCH:
+            kernel = ops.convert_to_tensor(self.kernel)
             kept = tuple(kernel.shape[count:])
             width = math.prod(contracted)
             lead = tuple(ops.shape(inputs)[:-count])
